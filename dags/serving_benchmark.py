@@ -1,0 +1,117 @@
+"""
+### serving_benchmark
+
+Which way of serving each model is fastest and cheapest, and did it get worse? Nightly at 02:00 (UTC),
+or triggered with parameters. Trains and exports the models, builds one isolated environment per server
+framework, load-tests every model x framework x workers x users with Locust (one at a time: pool
+`servebench_load` has one slot) while sampling the server's CPU and memory, and logs each trial as an
+MLflow child run of one parent run, which ends with a comparison table and plot.
+
+This file only wires tasks; the logic lives in `servebench.pipeline` (the `servebench` CLI runs the same).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pendulum
+from airflow.sdk import Param, dag, get_current_context, task
+
+from servebench.params import BenchmarkParams, json_schemas
+
+LOAD_POOL = "servebench_load"
+
+
+def _params() -> dict[str, Param]:
+    defaults = BenchmarkParams()
+    return {name: Param(getattr(defaults, name), **schema) for name, schema in json_schemas().items()}
+
+
+def _checked() -> Any:
+    from servebench import pipeline
+
+    return pipeline.validate(dict(get_current_context()["params"]))
+
+
+@dag(
+    dag_id="serving_benchmark",
+    schedule="0 2 * * *",
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    params=_params(),
+    tags=["servebench", "benchmark"],
+    doc_md=__doc__,
+    default_args={"retries": 0},
+)
+def serving_benchmark() -> None:
+    @task
+    def plan() -> list[dict[str, Any]]:
+        """Validate the parameters and plan the trials before any work starts."""
+        _, specs = _checked()
+        return [s.to_dict() for s in specs]
+
+    @task
+    def frameworks(specs: list[dict[str, Any]]) -> list[str]:
+        return sorted({s["framework"] for s in specs})
+
+    @task
+    def train_models() -> list[str]:
+        from servebench import pipeline
+
+        checked, _ = _checked()
+        return [str(export.dir) for export in pipeline.train_models(checked.models)]
+
+    @task(map_index_template="{{ framework }}")
+    def build_server(framework: str) -> str:
+        from servebench import pipeline
+
+        return pipeline.build_framework(framework).env_dir.name
+
+    @task
+    def open_run() -> str:
+        from servebench import pipeline
+        from servebench.tracker import Tracker
+
+        checked, _ = _checked()
+        dag_run = get_current_context()["dag_run"]
+        trigger = "scheduled" if str(dag_run.run_type).endswith("scheduled") else "manual"
+        return pipeline.open_run(checked, Tracker(), trigger, dag_run.run_id)
+
+    # all_done: a framework whose build failed fails only its own trials, each saying why.
+    @task(pool=LOAD_POOL, trigger_rule="all_done", map_index_template="{{ trial }}")
+    def run_trial(spec: dict[str, Any], parent_id: str) -> dict[str, Any]:
+        from servebench import pipeline
+        from servebench.spec import TrialSpec
+        from servebench.tracker import Tracker
+
+        trial = TrialSpec.from_dict(spec)
+        get_current_context()["trial"] = trial.key  # type: ignore[typeddict-unknown-key]
+        result, child_id = pipeline.run_and_log(trial, parent_id, Tracker())
+        if not result.ok:
+            raise pipeline.TrialFailed(f"{trial.run_name} failed: {result.reason} (MLflow run {child_id})")
+        return {"mlflow_run_id": child_id, **{k: result.metrics.get(k) for k in ("rps", "latency_ms_p95")}}
+
+    @task(trigger_rule="all_done")
+    def summarize(parent_id: str, specs: list[dict[str, Any]]) -> None:
+        from servebench import pipeline
+        from servebench.spec import TrialSpec
+        from servebench.tracker import Tracker
+
+        result = pipeline.summarize(parent_id, [TrialSpec.from_dict(s) for s in specs], Tracker())
+        print(result.text())
+        if result.failed:  # everything is logged; now make the run red so nobody mistakes it for a clean night
+            bad = ", ".join(f"{r['model']}/{r['framework']}/w{r['workers']}/u{r['users']}" for r in result.failed)
+            raise pipeline.TrialFailed(f"{len(result.failed)} of {len(result.rows)} configurations not ok: {bad}")
+
+    specs = plan()
+    models = train_models()
+    builds = build_server.expand(framework=frameworks(specs))
+    parent = open_run()
+    specs >> models >> parent
+    trials = run_trial.partial(parent_id=parent).expand(spec=specs)
+    builds >> trials
+    trials >> summarize(parent, specs)
+
+
+serving_benchmark()

@@ -1,0 +1,163 @@
+"""`servebench`: the benchmark without a scheduler, for a quick local run or a server to poke at."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from servebench import __version__, paths
+
+log = logging.getLogger("servebench")
+
+
+def _csv(kind: type) -> Any:
+    def parse(text: str) -> list[Any]:
+        try:
+            return [kind(part.strip()) for part in text.split(",") if part.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a comma-separated list of {kind.__name__}, got {text!r}")
+
+    return parse
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="servebench", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"servebench {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run a benchmark matrix and print the comparison")
+    run.add_argument("--models", type=_csv(str), help="comma list, e.g. lr,mlp")
+    run.add_argument("--frameworks", type=_csv(str), help="comma list, e.g. fastapi,flask")
+    run.add_argument("--workers", type=_csv(int), help="comma list of worker counts, e.g. 1,2")
+    run.add_argument("--users", type=_csv(int), help="comma list of concurrent users, e.g. 50")
+    run.add_argument("--spawn-rate", type=float, help="users started per second")
+    run.add_argument("--duration", type=float, help="measured seconds per trial")
+    run.add_argument("--warmup", type=float, help="seconds of load before measuring")
+    run.add_argument("--experiment", help="MLflow experiment name")
+    run.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
+
+    serve = sub.add_parser("serve", help="build what is missing and run one server until Ctrl-C")
+    serve.add_argument("--framework", required=True)
+    serve.add_argument("--model", required=True)
+    serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument("--port", type=int, default=8000)
+
+    show = sub.add_parser("summary", help="print the comparison table of a logged benchmark run")
+    show.add_argument("run_id", nargs="?", help="parent run id (default: the latest in the experiment)")
+    show.add_argument("--experiment", default="servebench")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)-7s %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+    from servebench.manifest import ManifestError
+    from servebench.params import ParamsError
+
+    try:
+        return {"run": _run, "serve": _serve, "summary": _summary}[args.command](args)
+    except (ParamsError, ManifestError) as exc:
+        print(f"servebench: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    from servebench import pipeline
+
+    raw = {
+        name: getattr(args, name)
+        for name in ("models", "frameworks", "workers", "users", "spawn_rate", "duration", "warmup", "experiment")
+        if getattr(args, name) is not None
+    }
+    outcome = pipeline.run_all(raw, trigger="cli")
+    if args.json:
+        trials = [
+            {**result.spec.to_dict(), "status": result.status, "reason": result.reason, "flags": list(result.flags),
+             "metrics": result.metrics, "mlflow_run_id": child_id}
+            for result, child_id in outcome.results
+        ]  # fmt: skip
+        print(json.dumps({"parent_run_id": outcome.parent_id, "trials": trials}, indent=1))
+    else:
+        print(outcome.summary.text())
+        _print_where(outcome.parent_id, outcome.summary.files[0].parent)
+    return 1 if outcome.summary.failed else 0
+
+
+def _print_where(parent_id: str, summary_dir: Path) -> None:
+    uri = paths.tracking_uri()
+    print(f"MLflow parent run {parent_id}; summary files in {summary_dir}")
+    if uri.startswith("sqlite:"):
+        print(
+            f"MLflow UI:  .venv/bin/mlflow ui --backend-store-uri {uri} "
+            f"--default-artifact-root {paths.local_artifact_root()} --port 5000   -> http://127.0.0.1:5000"
+        )
+    else:
+        print(f"MLflow UI:  {uri}")
+
+
+def _summary(args: argparse.Namespace) -> int:
+    from servebench import summary
+    from servebench.tracker import Tracker
+
+    tracker = Tracker()
+    run_id = args.run_id or tracker.latest_parent(args.experiment)
+    if run_id is None:
+        print(f"servebench: no benchmark run in experiment {args.experiment!r} at {tracker.uri}", file=sys.stderr)
+        return 2
+    rows = summary.rows_from_runs(tracker.trial_runs(run_id))
+    print(summary.format_table(rows))
+    _print_where(run_id, paths.runs_dir() / run_id / "summary")
+    return 1 if any(r["status"] != "ok" for r in rows) else 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from servebench import build, manifest, models
+    from servebench.readiness import wait_ready
+    from servebench.runner.base import ServerFailed
+    from servebench.runner.local import LocalProcessRunner
+
+    server_manifest = manifest.get(args.framework)
+    model = models.export(args.model)
+    built = build.build(server_manifest)
+    log_path = paths.state_dir() / "serve" / f"{args.framework}-{args.model}.log"
+    runner = LocalProcessRunner()
+    server = runner.start(built, model, args.workers, log_path, port=args.port)
+    stop = {"now": False}
+    signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
+    try:
+        wait_ready(server, server_manifest.health_path, model.meta, server_manifest.start_timeout_s)
+        print(f"{args.framework} serving {args.model} with {args.workers} worker(s) at {server.base_url}")
+        print(f"  curl -s {server.base_url}{server_manifest.health_path}")
+        print(f"  curl -s -X POST {server.base_url}/predict -H 'Content-Type: application/json' "
+              f"-d '{{\"instances\": [{model.meta['samples']['inputs'][0]}]}}'")  # fmt: skip
+        print(f"log: {log_path}   (Ctrl-C to stop)")
+        while not stop["now"] and server.exit_code() is None:
+            time.sleep(0.5)
+        if server.exit_code() is not None:
+            print(f"server exited with code {server.exit_code()}:\n{server.log_tail()}", file=sys.stderr)
+            return 1
+    except ServerFailed as exc:
+        print(f"servebench: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        pass
+    finally:
+        report = server.stop()
+        print(f"stopped (exit code {report.exit_code}, {'graceful' if report.graceful else 'killed'})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,47 @@
+"""Facts about the machine and code a result was measured with, logged as tags on every parent run."""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+import subprocess
+import sys
+
+import psutil
+
+from servebench import __version__, paths
+
+
+def _git(*args: str) -> str:
+    try:
+        out = subprocess.run(["git", "-C", str(paths.REPO_ROOT), *args], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return out.stdout.strip() if out.returncode == 0 else ""
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def host_tags() -> dict[str, str]:
+    commit = _git("rev-parse", "HEAD")
+    dirty = bool(_git("status", "--porcelain", "--untracked-files=no"))
+    return {
+        "git.commit": (commit + ("-dirty" if dirty else "")) or "unknown",
+        "host.name": socket.gethostname(),
+        "host.os": platform.platform(),
+        "host.cpu_model": _cpu_model(),
+        "host.cpu_count": str(os.cpu_count()),
+        "host.memory_gb": f"{psutil.virtual_memory().total / 2**30:.1f}",
+        "host.python": sys.version.split()[0],
+        "servebench.version": __version__,
+    }

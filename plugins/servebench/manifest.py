@@ -1,0 +1,126 @@
+"""Server manifests: a server is a folder `servers/<name>/` with a manifest.toml, its code and requirements.
+
+Adding a framework means adding a folder; the harness learns everything it needs from the manifest.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from servebench import paths
+
+MANIFEST_FILE = "manifest.toml"
+# Placeholders a manifest may use in `start`, `build` and `env`; the harness fills them in.
+PLACEHOLDERS = frozenset(
+    {"python", "host", "port", "workers", "model_path", "model_meta", "server_dir", "env_dir"}
+)
+
+
+class ManifestError(ValueError):
+    """A server folder whose manifest is missing or invalid; the message names the file and field."""
+
+
+def _check_placeholders(texts: list[str]) -> list[str]:
+    for text in texts:
+        for _, name, _, _ in string.Formatter().parse(text):
+            if name is not None and name not in PLACEHOLDERS:
+                raise ValueError(f"unknown placeholder {{{name}}} in {text!r}; known: {sorted(PLACEHOLDERS)}")
+    return texts
+
+
+class Manifest(BaseModel):
+    """How to build a server, start it with N workers on a port, and check its health."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
+    language: Literal["python"]
+    description: str = ""
+    model_format: Literal["joblib", "onnx"]
+    protocol: Literal["servebench-v1"] = "servebench-v1"
+    requirements: str = "requirements.txt"
+    build: list[list[str]] = Field(default=[], description="Extra commands run in the server folder after install.")
+    start: list[str] = Field(min_length=1)
+    health_path: str = Field(default="/health", pattern=r"^/")
+    start_timeout_s: float = Field(default=60.0, gt=0)
+    stop_grace_s: float = Field(default=10.0, gt=0)
+    env: dict[str, str] = {}
+    folder: Path = Field(default=Path("."), exclude=True)
+
+    @field_validator("start")
+    @classmethod
+    def _start_placeholders(cls, value: list[str]) -> list[str]:
+        return _check_placeholders(value)
+
+    @field_validator("build")
+    @classmethod
+    def _build_placeholders(cls, value: list[list[str]]) -> list[list[str]]:
+        for command in value:
+            _check_placeholders(command)
+        return value
+
+    @field_validator("env")
+    @classmethod
+    def _env_placeholders(cls, value: dict[str, str]) -> dict[str, str]:
+        _check_placeholders(list(value.values()))
+        return value
+
+    @property
+    def requirements_path(self) -> Path:
+        return self.folder / self.requirements
+
+
+def render(template: str, values: dict[str, object]) -> str:
+    """Fill a manifest template's placeholders."""
+    return template.format_map(values)
+
+
+def load(folder: Path) -> Manifest:
+    """Read and validate `folder/manifest.toml`."""
+    path = folder / MANIFEST_FILE
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ManifestError(f"{path}: no manifest (every server folder needs a {MANIFEST_FILE})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ManifestError(f"{path}: not valid TOML: {exc}") from None
+    try:
+        manifest = Manifest.model_validate({**raw, "folder": folder})
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ManifestError(f"{path}: {problems}") from None
+    if manifest.name != folder.name:
+        raise ManifestError(f"{path}: name: {manifest.name!r} must equal the folder's name {folder.name!r}")
+    if not manifest.requirements_path.is_file():
+        raise ManifestError(f"{path}: requirements: {manifest.requirements_path} does not exist")
+    return manifest
+
+
+def discover() -> dict[str, Path]:
+    """Server folders by name along the search path; the first folder of a name wins, as on PATH."""
+    found: dict[str, Path] = {}
+    for root in paths.server_search_path():
+        if not root.is_dir():
+            continue
+        for folder in sorted(root.iterdir()):
+            if re.match(r"[._]", folder.name) or not (folder / MANIFEST_FILE).is_file():
+                continue
+            found.setdefault(folder.name, folder)
+    return found
+
+
+def available_frameworks() -> list[str]:
+    return sorted(discover())
+
+
+def get(name: str) -> Manifest:
+    folders = discover()
+    if name not in folders:
+        raise ManifestError(f"unknown framework {name!r}; known: {sorted(folders)}")
+    return load(folders[name])

@@ -1,0 +1,139 @@
+"""Local-process backend: the server runs as its own process group on 127.0.0.1 and a free port."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import psutil
+
+from servebench.build import BuiltServer
+from servebench.manifest import render
+from servebench.models import ExportedModel
+from servebench.runner.base import HOST, Runner, ServerFailed, ServerHandle, StopReport
+
+log = logging.getLogger(__name__)
+
+# Servers get a clean environment: nothing of the harness's venv, Airflow or MLflow leaks into them.
+INHERITED_ENV = ("HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "SSL_CERT_FILE")
+# One math thread per worker process: the worker count is the only parallelism knob, and it is logged.
+THREAD_CAPS = {name: "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) processes of a process group."""
+    members = []
+    for proc in psutil.process_iter(["pid", "status"]):
+        try:
+            if os.getpgid(proc.pid) == pgid and proc.info["status"] != psutil.STATUS_ZOMBIE:
+                members.append(proc.pid)
+        except (ProcessLookupError, psutil.Error):
+            continue
+    return members
+
+
+class LocalServer(ServerHandle):
+    def __init__(
+        self, popen: subprocess.Popen[bytes], port: int, log_path: Path, grace_s: float, started_at: float
+    ) -> None:
+        self._popen = popen
+        self._grace_s = grace_s
+        self._report: StopReport | None = None
+        self.started_at = started_at
+        self.root_pid = popen.pid
+        self.base_url = f"http://{HOST}:{port}"
+        self.log_path = log_path
+
+    def exit_code(self) -> int | None:
+        return self._popen.poll()
+
+    def _signal_group(self, sig: signal.Signals) -> None:
+        try:
+            os.killpg(self.root_pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def stop(self) -> StopReport:
+        if self._report is not None:
+            return self._report
+        graceful = True
+        if self._popen.poll() is None:
+            self._signal_group(signal.SIGTERM)
+            try:
+                self._popen.wait(self._grace_s)
+            except subprocess.TimeoutExpired:
+                graceful = False
+                log.warning("server pid %d ignored SIGTERM for %.0fs; sending SIGKILL", self.root_pid, self._grace_s)
+        deadline = time.monotonic() + self._grace_s
+        while group_members(self.root_pid) and time.monotonic() < deadline:
+            time.sleep(0.1)  # workers finishing their shutdown after the leader
+        if group_members(self.root_pid):
+            graceful = False
+            self._signal_group(signal.SIGKILL)
+            time.sleep(0.5)
+        if self._popen.poll() is None:
+            self._popen.kill()
+        self._popen.wait()
+        leftovers = tuple(group_members(self.root_pid))
+        if leftovers:
+            log.error("server pid %d left processes behind: %s", self.root_pid, leftovers)
+        self._report = StopReport(self._popen.returncode, graceful, leftovers)
+        return self._report
+
+
+class LocalProcessRunner(Runner):
+    name = "local"
+
+    def start(
+        self, built: BuiltServer, model: ExportedModel, workers: int, log_path: Path, port: int | None = None
+    ) -> LocalServer:
+        manifest = built.manifest
+        port = port or free_port()
+        values = {
+            "python": built.python,
+            "host": HOST,
+            "port": port,
+            "workers": workers,
+            "model_path": model.path(manifest.model_format),
+            "model_meta": model.meta_path,
+            "server_dir": manifest.folder.resolve(),
+            "env_dir": built.env_dir,
+        }
+        argv = [render(part, values) for part in manifest.start]
+        env = {k: os.environ[k] for k in INHERITED_ENV if k in os.environ}
+        env.update(THREAD_CAPS)
+        env.update(
+            PATH=f"{built.env_dir / 'bin'}:/usr/local/bin:/usr/bin:/bin",
+            PYTHONUNBUFFERED="1",
+            SERVEBENCH_MODEL_PATH=str(values["model_path"]),
+            SERVEBENCH_MODEL_META=str(model.meta_path),
+        )
+        env.update({k: render(v, values) for k, v in manifest.env.items()})
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        log.info("server %s: starting %s", manifest.name, " ".join(argv))
+        with open(log_path, "ab") as log_file:
+            started_at = time.monotonic()
+            try:
+                popen = subprocess.Popen(
+                    argv,
+                    cwd=manifest.folder,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log_file,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,  # its own process group: stopped as one, workers included
+                )
+            except OSError as exc:
+                raise ServerFailed(f"server {manifest.name} could not be started: {exc}") from None
+        return LocalServer(popen, port, log_path, manifest.stop_grace_s, started_at)

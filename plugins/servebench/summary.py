@@ -1,0 +1,139 @@
+"""The comparison a run ends with: a table (terminal, Markdown, CSV) and a PNG, read back from MLflow.
+
+It never re-measures: rows come from the trial runs logged in the tracker, and planned trials that
+logged nothing are listed as missing.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+from servebench.spec import TrialSpec
+
+# (column header, row key, format)
+COLUMNS: list[tuple[str, str, str]] = [
+    ("model", "model", "s"),
+    ("framework", "framework", "s"),
+    ("workers", "workers", "s"),
+    ("users", "users", "s"),
+    ("status", "status", "s"),
+    ("rps", "rps", ".0f"),
+    ("p50 ms", "latency_ms_p50", ".2f"),
+    ("p95 ms", "latency_ms_p95", ".2f"),
+    ("p99 ms", "latency_ms_p99", ".2f"),
+    ("errors %", "error_pct", ".2f"),
+    ("server cpu %", "server_cpu_percent_avg", ".0f"),
+    ("server rss MB", "server_rss_mb_max", ".0f"),
+    ("cold start s", "cold_start_s", ".2f"),
+    ("notes", "notes", "s"),
+]
+
+
+@dataclass(frozen=True)
+class Summary:
+    rows: list[dict[str, Any]]
+    files: list[Path]
+
+    @property
+    def failed(self) -> list[dict[str, Any]]:
+        return [r for r in self.rows if r["status"] != "ok"]
+
+    def text(self) -> str:
+        return format_table(self.rows)
+
+
+def rows_from_runs(runs: Iterable[Any], planned: list[TrialSpec] | None = None) -> list[dict[str, Any]]:
+    """One row per trial run (MLflow Run objects), plus a 'missing' row per planned trial never logged."""
+    from servebench.tracker import TAG_FLAGS, TAG_REASON, TAG_STATUS, TAG_TRIAL_KEY
+
+    rows: dict[str, dict[str, Any]] = {}
+    for run in runs:
+        p, m, t = run.data.params, run.data.metrics, run.data.tags
+        row: dict[str, Any] = {
+            "model": p.get("model"), "framework": p.get("framework"),
+            "workers": int(p.get("workers", 0)), "users": int(p.get("users", 0)),
+            "status": t.get(TAG_STATUS, "unknown"), "run_id": run.info.run_id, **m,
+        }  # fmt: skip
+        if "error_rate" in m:
+            row["error_pct"] = 100.0 * m["error_rate"]
+        row["notes"] = t.get(TAG_REASON) or t.get(TAG_FLAGS, "")
+        rows[t.get(TAG_TRIAL_KEY, run.info.run_id)] = row  # a re-run of a trial replaces the older row
+    for spec in planned or []:
+        if spec.key not in rows:
+            rows[spec.key] = {
+                "model": spec.model, "framework": spec.framework, "workers": spec.workers, "users": spec.users,
+                "status": "missing", "notes": "planned but no result was logged (task killed or never ran)",
+            }  # fmt: skip
+    return sorted(rows.values(), key=lambda r: (r["model"], r["framework"], r["workers"], r["users"]))
+
+
+def _cell(row: dict[str, Any], key: str, fmt: str) -> str:
+    value = row.get(key)
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return format(value, fmt) if fmt != "s" else str(value)
+
+
+def format_table(rows: list[dict[str, Any]], markdown: bool = False) -> str:
+    header = [h for h, _, _ in COLUMNS]
+    body = [[_cell(r, k, f) for _, k, f in COLUMNS] for r in rows]
+    if markdown:
+        lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+        return "\n".join(lines + ["| " + " | ".join(c.replace("|", "/") for c in row) + " |" for row in body]) + "\n"
+    widths = [max(len(h), *(len(row[i]) for row in body)) if body else len(h) for i, h in enumerate(header)]
+    fmt_row = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
+    return "\n".join([fmt_row(header), fmt_row(["-" * w for w in widths])] + [fmt_row(r) for r in body]) + "\n"
+
+
+def write_files(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
+    """summary.csv, summary.md and throughput_latency.png in `out_dir`."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    csv_path, md_path, png_path = out_dir / "summary.csv", out_dir / "summary.md", out_dir / "throughput_latency.png"
+    keys = ["run_id"] + [k for _, k, _ in COLUMNS if k != "notes"] + ["latency_ms_max", "notes"]
+    with csv_path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    md_path.write_text("# servebench summary\n\n" + format_table(rows, markdown=True))
+    plot(rows, png_path)
+    return [csv_path, md_path, png_path]
+
+
+def plot(rows: list[dict[str, Any]], path: Path) -> None:
+    """Throughput and p95 latency per framework x workers (x users), one row of panels per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = sorted({r["model"] for r in rows})
+    fig, axes = plt.subplots(len(models) or 1, 2, figsize=(12, 3.6 * max(len(models), 1)), squeeze=False)
+    for row_axes, model in zip(axes, models):
+        mine = [r for r in rows if r["model"] == model]
+        frameworks = sorted({r["framework"] for r in mine})
+        variants = sorted({(r["workers"], r["users"]) for r in mine})
+        width = 0.8 / max(len(variants), 1)
+        for ax, key, title in ((row_axes[0], "rps", "throughput (req/s)"), (row_axes[1], "latency_ms_p95", "p95 latency (ms)")):
+            for i, (workers, users) in enumerate(variants):
+                values = []
+                for fw in frameworks:
+                    match = [r for r in mine if r["framework"] == fw and (r["workers"], r["users"]) == (workers, users)]
+                    values.append(match[0].get(key, 0.0) if match and match[0]["status"] == "ok" else 0.0)
+                xs = [x + i * width for x in range(len(frameworks))]
+                bars = ax.bar(xs, values, width, label=f"w{workers} u{users}")
+                ax.bar_label(bars, fmt="%.0f" if key == "rps" else "%.1f", fontsize=7)
+            ax.set_xticks([x + width * (len(variants) - 1) / 2 for x in range(len(frameworks))], frameworks)
+            ax.set_title(f"{model}: {title}")
+            ax.grid(axis="y", alpha=0.3)
+        row_axes[0].legend(title="workers, users", fontsize=8)
+    failed = [f"{r['model']}/{r['framework']}/w{r['workers']}/u{r['users']}" for r in rows if r["status"] != "ok"]
+    if failed:
+        fig.text(0.01, 0.005, "no bar = failed: " + ", ".join(failed), fontsize=8, color="firebrick")
+    fig.suptitle("servebench: throughput and p95 latency per framework and worker count")
+    fig.tight_layout(rect=(0, 0.03, 1, 0.96))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

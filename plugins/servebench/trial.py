@@ -1,0 +1,132 @@
+"""Run one trial: start the server, check it answers right, load it while sampling, stop it, measure.
+
+A trial never raises for a fault of the server or the load: it returns a failed TrialResult whose
+reason (and server log tail) says what happened, so the rest of a run goes on and nothing is lost.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from servebench import build, loadgen, manifest, metrics, models
+from servebench.readiness import wait_ready
+from servebench.runner.base import Runner, ServerFailed
+from servebench.runner.local import THREAD_CAPS, LocalProcessRunner
+from servebench.sampler import ResourceSampler, Sample
+from servebench.spec import TrialSpec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrialResult:
+    """Everything a tracker or report needs about one trial; written to `out_dir/result.json`."""
+
+    spec: TrialSpec
+    status: str  # "ok" | "failed"
+    reason: str = ""
+    metrics: dict[str, float] = field(default_factory=dict)
+    series: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+    flags: tuple[str, ...] = ()
+    context: dict[str, str] = field(default_factory=dict)  # logged as params beside the spec
+    out_dir: Path = Path(".")
+    log_tail: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def to_dict(self) -> dict[str, Any]:
+        raw = asdict(self)
+        raw["out_dir"] = str(self.out_dir)
+        return raw
+
+
+def run_trial(spec: TrialSpec, out_dir: Path, runner: Runner | None = None) -> TrialResult:
+    runner = runner or LocalProcessRunner()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    log.info("trial %s: starting", spec.run_name)
+    try:
+        result = _measure(spec, out_dir, runner)
+    except Exception as exc:  # noqa: BLE001 - any fault fails this trial only, and says why
+        tail = exc.log_tail if isinstance(exc, ServerFailed) else ""
+        reason = exc.reason if isinstance(exc, ServerFailed) else f"{type(exc).__name__}: {exc}"
+        log.error("trial %s failed: %s%s", spec.run_name, reason, f"\n--- server log (tail) ---\n{tail}" if tail else "")
+        if not isinstance(exc, ServerFailed):
+            log.debug("trial %s traceback", spec.run_name, exc_info=True)
+        result = TrialResult(spec, "failed", reason=reason, out_dir=out_dir, log_tail=tail)
+    (out_dir / "result.json").write_text(json.dumps(result.to_dict(), indent=1))
+    return result
+
+
+def _measure(spec: TrialSpec, out_dir: Path, runner: Runner) -> TrialResult:
+    server_manifest = manifest.get(spec.framework)
+    model = models.export(spec.model)
+    built = build.build(server_manifest)
+    context = {
+        "backend": runner.name,
+        "model_key": model.key,
+        "server_env": built.env_dir.name,
+        "inference_threads": THREAD_CAPS["OMP_NUM_THREADS"],
+    }
+    server = runner.start(built, model, spec.workers, out_dir / "server.log")
+    try:
+        cold_start_s = wait_ready(server, server_manifest.health_path, model.meta, server_manifest.start_timeout_s)
+        log.info("trial %s: ready after %.2fs at %s; loading", spec.run_name, cold_start_s, server.base_url)
+        load_spec = loadgen.LoadSpec(
+            host=server.base_url, meta_path=str(model.meta_path), users=spec.users,
+            spawn_rate=spec.spawn_rate, duration_s=spec.duration_s, warmup_s=spec.warmup_s,
+        )  # fmt: skip
+        with ResourceSampler() as sampler:
+            sampler.track("server", server.root_pid)
+            load = loadgen.run(load_spec, out_dir, on_started=lambda pid: sampler.track("loadgen", pid))
+        exit_during_load = server.exit_code()
+    finally:
+        stop = server.stop()
+    server_samples = sampler.series("server", load.window_start, load.window_end)
+    loadgen_samples = sampler.series("loadgen", load.window_start, load.window_end)
+    _write_samples(out_dir / "resources.csv", sampler.samples)
+    figures, flags = metrics.trial_metrics(load, server_samples, loadgen_samples)
+    figures["cold_start_s"] = cold_start_s
+    context.update(server_exit_code=str(stop.exit_code), stop_graceful=str(stop.graceful).lower())
+    problems = []
+    if exit_during_load is not None:
+        problems.append(f"server exited with code {exit_during_load} during the load test")
+    if stop.leftover_pids:
+        problems.append(f"server left processes behind after stopping: {list(stop.leftover_pids)}")
+    if load.failures:
+        top = "; ".join(f"{n}x {reason}" for reason, n in load.failure_reasons[:3])
+        log.warning("trial %s: %d of %d requests failed: %s", spec.run_name, load.failures, load.requests, top)
+        context["top_failures"] = top[:500]
+    for flag in flags:
+        log.warning("trial %s: flagged %s", spec.run_name, flag)
+    tail = server.log_tail() if problems else ""
+    result = TrialResult(
+        spec,
+        "failed" if problems else "ok",
+        reason="; ".join(problems),
+        metrics=figures,
+        series=metrics.per_second_series(load, server_samples),
+        flags=tuple(flags),
+        context=context,
+        out_dir=out_dir,
+        log_tail=tail,
+    )
+    log.info(
+        "trial %s: %s  %.0f rps  p50 %.2f ms  p99 %s ms  errors %.2f%%",
+        spec.run_name, result.status, figures["rps"], figures.get("latency_ms_p50", float("nan")),
+        f"{figures['latency_ms_p99']:.2f}" if "latency_ms_p99" in figures else "n/a", 100 * figures["error_rate"],
+    )  # fmt: skip
+    return result
+
+
+def _write_samples(path: Path, samples: list[Sample]) -> None:
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(Sample.__dataclass_fields__))
+        writer.writeheader()
+        writer.writerows(asdict(s) for s in samples)

@@ -1,0 +1,106 @@
+"""Inference core shared by the Python servers: load the model once, validate requests, predict.
+
+Each server folder only adapts this to its HTTP framework, so frameworks differ in serving, not in
+what they compute or which inputs they accept. Runs in the server's own environment (not the harness's).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+import joblib
+import numpy as np
+
+MAX_BODY_BYTES = int(os.environ.get("SERVEBENCH_MAX_BODY_BYTES", 1 << 20))
+MAX_BATCH_ROWS = int(os.environ.get("SERVEBENCH_MAX_BATCH_ROWS", 1024))
+# Below this median latency a prediction runs on the event loop: a thread hop would cost more than it saves.
+INLINE_BELOW_US = float(os.environ.get("SERVEBENCH_INLINE_BELOW_US", 1000))
+_NUMBER = (int, float)
+
+
+class BadRequest(Exception):
+    """A request the contract rejects; `status` is the HTTP status to answer with."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+    def body(self) -> bytes:
+        return json.dumps({"error": self.message}).encode()
+
+
+class Predictor:
+    """The model, loaded once per worker process and warmed before the server answers health checks."""
+
+    def __init__(self, model_path: str, meta_path: str) -> None:
+        started = time.perf_counter()
+        with open(meta_path) as f:
+            self.meta = json.load(f)
+        self.name: str = self.meta["name"]
+        self.n_features: int = self.meta["n_features"]
+        self.model = joblib.load(model_path)  # pickle: only ever load the pipeline's own exports
+        self.classes = np.asarray(self.meta["classes"])
+        self.latency_us = self._warm_up()
+        forced = os.environ.get("SERVEBENCH_INFERENCE")  # "inline" | "threadpool"
+        self.mode = forced or ("inline" if self.latency_us < INLINE_BELOW_US else "threadpool")
+        print(
+            f"servebench: model {self.name} loaded in {time.perf_counter() - started:.2f}s, "
+            f"median predict {self.latency_us:.0f} us -> {self.mode} inference (pid {os.getpid()})",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    @classmethod
+    def from_env(cls) -> "Predictor":
+        return cls(os.environ["SERVEBENCH_MODEL_PATH"], os.environ["SERVEBENCH_MODEL_META"])
+
+    @property
+    def inline(self) -> bool:
+        return self.mode == "inline"
+
+    def _warm_up(self, rounds: int = 30) -> float:
+        sample = np.asarray(self.meta["samples"]["inputs"][:1], dtype=float)
+        timings = []
+        for _ in range(rounds):
+            t0 = time.perf_counter()
+            self.predict(sample)
+            timings.append(time.perf_counter() - t0)
+        return float(np.median(timings) * 1e6)
+
+    @staticmethod
+    def check_length(content_length: int | None) -> None:
+        if content_length is not None and content_length > MAX_BODY_BYTES:
+            raise BadRequest(413, f"body of {content_length} bytes exceeds the limit of {MAX_BODY_BYTES}")
+
+    def parse(self, body: bytes) -> np.ndarray:
+        """The request's instances as a float matrix, or BadRequest saying what is wrong."""
+        self.check_length(len(body))
+        try:
+            payload = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            raise BadRequest(400, "body is not valid JSON") from None
+        if not isinstance(payload, dict) or "instances" not in payload:
+            raise BadRequest(400, 'expected a JSON object {"instances": [[...], ...]}')
+        rows = payload["instances"]
+        if not isinstance(rows, list) or not rows:
+            raise BadRequest(422, "'instances' must be a non-empty list of rows")
+        if len(rows) > MAX_BATCH_ROWS:
+            raise BadRequest(413, f"batch of {len(rows)} rows exceeds the limit of {MAX_BATCH_ROWS}")
+        for i, row in enumerate(rows):
+            if not isinstance(row, list) or len(row) != self.n_features:
+                raise BadRequest(422, f"instances[{i}] must be a list of {self.n_features} numbers")
+            if not all(type(v) in _NUMBER for v in row):
+                raise BadRequest(422, f"instances[{i}] must contain only numbers")
+        X = np.asarray(rows, dtype=float)
+        if not np.isfinite(X).all():
+            raise BadRequest(422, "instances must not contain NaN or Infinity")
+        return X
+
+    def predict(self, X: np.ndarray) -> bytes:
+        proba = self.model.predict_proba(X)
+        labels = self.classes[np.argmax(proba, axis=1)]
+        return json.dumps({"predictions": labels.tolist(), "probabilities": proba.tolist()}).encode()

@@ -1,0 +1,33 @@
+"""Flask adapter of the servebench contract, run by gunicorn with N sync worker processes."""
+
+import json
+
+from flask import Flask, Response, request
+from werkzeug.exceptions import HTTPException
+
+from servebench_model import BadRequest, Predictor
+
+predictor = Predictor.from_env()
+app = Flask(__name__)
+JSON = "application/json"
+
+
+@app.get("/health")
+def health() -> Response:
+    return Response(json.dumps({"status": "ok", "model": predictor.name, "inference": "inline"}), mimetype=JSON)
+
+
+@app.post("/predict")
+def predict() -> Response:
+    try:
+        predictor.check_length(request.content_length)
+        X = predictor.parse(request.get_data(cache=False))
+    except BadRequest as exc:
+        return Response(exc.body(), status=exc.status, mimetype=JSON)
+    return Response(predictor.predict(X), mimetype=JSON)
+
+
+@app.errorhandler(HTTPException)
+def http_error(exc: HTTPException) -> Response:
+    """Errors as JSON, like every other answer (Flask's default is an HTML page)."""
+    return Response(json.dumps({"error": exc.description}), status=exc.code, mimetype=JSON)

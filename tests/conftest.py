@@ -1,0 +1,58 @@
+"""Shared fixtures. Every test session gets its own state folder; nothing touches the user's .servebench/."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterator
+
+import psutil
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURE_SERVERS = REPO / "tests" / "fixtures" / "servers"
+SESSION_HOME = Path(os.environ.get("SERVEBENCH_TEST_HOME", "")) if os.environ.get("SERVEBENCH_TEST_HOME") else None
+
+# Airflow reads its configuration at import: point it at the repo's DAGs before any test imports it,
+# and never at the user's ~/airflow.
+os.environ.setdefault("AIRFLOW_HOME", str(Path(os.environ.get("TMPDIR", "/tmp")) / f"servebench-tests-airflow-{os.getpid()}"))
+os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(REPO / "dags")
+os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test by its folder, so `-m unit` / `-m integration` / `-m e2e` select suites."""
+    for item in items:
+        for marker in ("unit", "integration", "e2e"):
+            if f"{os.sep}{marker}{os.sep}" in str(item.fspath):
+                item.add_marker(getattr(pytest.mark, marker))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def servebench_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A private state folder and MLflow store; trained models and server envs are shared by the session."""
+    home = SESSION_HOME or tmp_path_factory.mktemp("servebench-home")
+    saved = {k: os.environ.get(k) for k in ("SERVEBENCH_HOME", "SERVEBENCH_SERVERS_PATH", "MLFLOW_TRACKING_URI")}
+    os.environ["SERVEBENCH_HOME"] = str(home)
+    os.environ["SERVEBENCH_SERVERS_PATH"] = os.pathsep.join([str(REPO / "servers"), str(FIXTURE_SERVERS)])
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    yield home
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.fixture
+def no_leftover_processes(servebench_home: Path) -> Iterator[None]:
+    """Fails the test if any process started from this session's state folder outlives it."""
+    yield
+    leftovers = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            if any(str(servebench_home) in part for part in proc.info["cmdline"] or []):
+                leftovers.append((proc.pid, " ".join(proc.info["cmdline"])[:200]))
+        except psutil.Error:
+            continue
+    assert not leftovers, f"processes left behind: {leftovers}"

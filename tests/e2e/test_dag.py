@@ -1,0 +1,79 @@
+"""The real DAG end to end under `airflow dags test`, checked from the MLflow store it wrote."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from servebench.tracker import Tracker
+
+from .conftest import BIN, run
+
+CONF = {
+    "models": ["lr"], "frameworks": ["fastapi", "flask", "broken"], "workers": [1, 2], "users": [8],
+    "spawn_rate": 20, "duration": 3, "warmup": 1, "experiment": "e2e",
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def dag_run(airflow_env: dict[str, str]) -> dict:
+    proc = run([str(BIN / "airflow"), "dags", "test", "serving_benchmark", "-c", json.dumps(CONF)], airflow_env)
+    return {"output": proc.stdout + proc.stderr, "runs": dag_runs(airflow_env)}
+
+
+def dag_runs(env: dict[str, str]) -> list[dict]:
+    out = run([str(BIN / "airflow"), "dags", "list-runs", "serving_benchmark", "-o", "json"], env).stdout
+    return json.loads(next(line for line in reversed(out.splitlines()) if line.startswith("[")))  # after warnings
+
+
+def test_every_trial_is_a_child_run_with_sound_figures(dag_run: dict, no_leftover_processes: None) -> None:
+    tracker = Tracker()
+    parent_id = tracker.latest_parent("e2e")
+    assert parent_id, dag_run["output"][-3000:]
+    parent = tracker.client.get_run(parent_id)
+    assert parent.data.tags["trigger"] == "manual" and parent.data.tags["airflow.dag_run_id"]
+    assert parent.data.tags["model.lr.sklearn_uri"].startswith("models:/")
+    children = {(r.data.params["framework"], r.data.params["workers"]): r for r in tracker.trial_runs(parent_id)}
+    assert set(children) == {(fw, w) for fw in ("fastapi", "flask", "broken") for w in ("1", "2")}
+    for (framework, _), child in children.items():
+        if framework == "broken":
+            continue
+        m = child.data.metrics
+        assert child.info.status == "FINISHED" and child.data.tags["servebench.status"] == "ok"
+        assert m["rps"] > 0 and m["error_rate"] == 0 and m["requests"] > 50
+        assert m["latency_ms_p50"] <= m["latency_ms_p95"] <= m["latency_ms_p99"] <= m["latency_ms_max"]
+        assert m["server_cpu_percent_avg"] > 0 and m["server_rss_mb_avg"] > 0 and m["server_rss_mb_max"] > 0
+        assert child.data.params["model"] == "lr" and child.data.params["users"] == "8"
+        assert child.data.params["duration_s"] == "3.0" and child.data.params["warmup_s"] == "1.0"
+        assert len(tracker.client.get_metric_history(child.info.run_id, "series/rps")) >= 2
+    artifacts = {a.path for a in tracker.client.list_artifacts(parent_id, "summary")}
+    assert artifacts == {"summary/summary.csv", "summary/summary.md", "summary/throughput_latency.png"}
+
+
+def test_a_failing_server_fails_only_its_configurations(dag_run: dict) -> None:
+    tracker = Tracker()
+    parent_id = tracker.latest_parent("e2e")
+    broken = [r for r in tracker.trial_runs(parent_id) if r.data.params["framework"] == "broken"]
+    assert len(broken) == 2
+    for child in broken:
+        assert child.info.status == "FAILED"
+        assert child.data.tags["servebench.failure_reason"] == "server exited with code 3 before becoming healthy"
+        tail = tracker.client.download_artifacts(child.info.run_id, "server_log_tail.txt")
+        assert "broken server: cannot load model" in Path(tail).read_text()
+    assert "broken server: cannot load model" in dag_run["output"]  # the tail is in the task log too
+    summary_md = Path(tracker.client.download_artifacts(parent_id, "summary/summary.md")).read_text()
+    assert "| lr | broken | 1 | 8 | failed |" in summary_md and "exited with code 3" in summary_md
+    # everything was logged, and then the run went red
+    assert [r["state"] for r in dag_run["runs"]] == ["failed"]
+    assert tracker.client.get_run(parent_id).info.status == "FAILED"
+
+
+def test_invalid_conf_is_rejected_before_any_run(dag_run: dict, airflow_env: dict[str, str]) -> None:
+    """The real trigger path (more cases, in-process, in tests/unit/test_dag.py)."""
+    conf = {"workers": [0], "experiment": "never"}
+    proc = run([str(BIN / "airflow"), "dags", "trigger", "serving_benchmark", "-c", json.dumps(conf)], airflow_env)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "Invalid input for param workers: 0 is less than the minimum of 1" in output
+    assert dag_runs(airflow_env) == dag_run["runs"]  # no run was created

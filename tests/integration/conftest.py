@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+
+from servebench import build, manifest, models
+from servebench.readiness import wait_ready
+from servebench.runner.base import ServerHandle
+from servebench.runner.local import LocalProcessRunner
+
+
+@pytest.fixture(scope="session")
+def exports(servebench_home: Path) -> dict[str, models.ExportedModel]:
+    return {name: models.export(name) for name in models.MODEL_NAMES}
+
+
+@pytest.fixture
+def start_server(exports, tmp_path: Path, no_leftover_processes: None) -> Iterator[Callable[..., ServerHandle]]:
+    """Start a built server and wait until it is ready; every server is stopped when the test ends."""
+    started: list[ServerHandle] = []
+
+    def start(framework: str, model: str = "lr", workers: int = 1, ready: bool = True) -> ServerHandle:
+        server_manifest = manifest.get(framework)
+        built = build.build(server_manifest)
+        server = LocalProcessRunner().start(built, exports[model], workers, tmp_path / f"{framework}-{len(started)}.log")
+        started.append(server)
+        if ready:
+            wait_ready(server, server_manifest.health_path, exports[model].meta, server_manifest.start_timeout_s)
+        return server
+
+    yield start
+    for server in started:
+        assert server.stop().leftover_pids == ()

@@ -1,0 +1,55 @@
+"""Every shipped server, with 1 and 2 workers: healthy, right answers, 4xx on bad input, clean shutdown."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from servebench import contract
+from servebench.readiness import request
+from servebench.runner.local import group_members
+
+FRAMEWORKS = ["fastapi", "flask"]
+OVERSIZE = b'{"instances": [' + b",".join([b"[" + b",".join([b"1.0"] * 30) + b"]"] * 9000) + b"]}"
+
+BAD_REQUESTS = [
+    (b"{not json", 400, "not valid JSON"),
+    (b'"just a string"', 400, "expected a JSON object"),
+    (b'{"rows": [[1]]}', 400, "expected a JSON object"),
+    (b'{"instances": []}', 422, "non-empty list"),
+    (b'{"instances": [[1, 2, 3]]}', 422, "instances[0] must be a list of 30 numbers"),
+    (json.dumps({"instances": [["1"] * 30]}).encode(), 422, "only numbers"),
+    (json.dumps({"instances": [[True] * 30]}).encode(), 422, "only numbers"),
+    (b'{"instances": [[' + b",".join([b"NaN"] * 30) + b"]]}", 422, "NaN or Infinity"),
+    (OVERSIZE, 413, "exceeds the limit"),
+]
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+@pytest.mark.parametrize("workers", [1, 2])
+def test_server_answers_right_and_rejects_bad_input(start_server, exports, framework: str, workers: int) -> None:
+    server = start_server(framework, "lr", workers)  # ready = healthy and exact on the sample inputs
+    status, health = request(server.base_url, "GET", "/health")
+    assert status == 200 and health["model"] == "lr"
+    meta = exports["lr"].meta
+    status, answer = request(server.base_url, "POST", "/predict", contract.encode_request(meta["samples"]["inputs"]))
+    assert status == 200 and contract.compare_with_reference(answer, meta) is None
+    for body, want_status, want_message in BAD_REQUESTS:
+        status, answer = request(server.base_url, "POST", "/predict", body)
+        assert status == want_status and want_message in answer["error"], (body[:60], status, answer)
+    assert server.exit_code() is None  # still up after all of that
+    processes = len(group_members(server.root_pid))  # the workers, plus a supervisor when there are several
+    assert workers <= processes <= workers + 2, processes
+    report = server.stop()
+    assert report.graceful and report.leftover_pids == () and group_members(server.root_pid) == []
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_heavy_model_is_served_exactly(start_server, exports, framework: str) -> None:
+    server = start_server(framework, "mlp", 1)
+    meta = exports["mlp"].meta
+    status, answer = request(server.base_url, "POST", "/predict", contract.encode_request(meta["samples"]["inputs"][:4]))
+    assert status == 200 and contract.compare_with_reference(answer, meta, slice(0, 4)) is None
+    if framework == "fastapi":  # ~2 ms per prediction: must not block the event loop
+        assert request(server.base_url, "GET", "/health")[1]["inference"] == "threadpool"

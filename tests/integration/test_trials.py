@@ -1,0 +1,58 @@
+"""Real trials: real Locust against real servers, and servers that fail in the ways servers fail."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from servebench import loadgen
+from servebench.readiness import wait_healthy
+from servebench.runner.base import ServerFailed
+from servebench.spec import TrialSpec
+from servebench.trial import run_trial
+
+
+def test_a_trial_measures_only_the_window(tmp_path: Path, no_leftover_processes: None) -> None:
+    result = run_trial(TrialSpec("lr", "fastapi", 1, 8, 8.0, 3.0, 1.0), tmp_path)
+    assert result.ok, result.reason
+    m = result.metrics
+    assert m["requests"] > 100 and m["rps"] > 0 and m["error_rate"] == 0
+    assert m["latency_ms_min"] <= m["latency_ms_p50"] <= m["latency_ms_p95"] <= m["latency_ms_max"]
+    assert m["server_cpu_percent_avg"] > 0 and m["server_rss_mb_max"] > 20 and m["server_threads_max"] >= 1
+    assert m["loadgen_cpu_percent_avg"] > 0 and 0 < m["cold_start_s"] < 60
+    latencies = np.load(tmp_path / "latencies_ms.npy")
+    assert latencies.size == m["requests"] and not np.all(latencies == np.round(latencies))  # exact, not buckets
+    assert m["rps"] == pytest.approx(m["requests"] / 3.0, rel=0.05)  # the window is the asked duration
+    assert 2 <= len(result.series["series/rps"]) <= 3 and len(result.series["series/server_cpu_percent"]) >= 2
+    for name in ("server.log", "resources.csv", "locust_stats.csv", "locust.html", "result.json"):
+        assert (tmp_path / name).is_file(), name
+    assert result.context["stop_graceful"] == "true" and result.context["inference_threads"] == "1"
+
+
+def test_a_server_that_exits_fails_its_trial_with_its_log(tmp_path: Path, no_leftover_processes: None) -> None:
+    result = run_trial(TrialSpec("lr", "broken", 1, 4, 4.0, 2.0, 0.0), tmp_path)
+    assert result.status == "failed"
+    assert result.reason == "server exited with code 3 before becoming healthy"
+    assert "broken server: cannot load model" in result.log_tail
+    assert (tmp_path / "result.json").is_file()
+
+
+def test_wrong_answers_are_caught_before_and_during_load(start_server, exports, tmp_path: Path) -> None:
+    with pytest.raises(ServerFailed, match="wrong answer to a single sample input: probabilities sum to 0.9"):
+        start_server("wrong")
+    server = start_server("wrong", ready=False)
+    wait_healthy(server, "/health", 20)
+    spec = loadgen.LoadSpec(server.base_url, str(exports["lr"].meta_path), users=2, spawn_rate=10, duration_s=2, warmup_s=0)
+    load = loadgen.run(spec, tmp_path)
+    assert load.requests > 0 and load.failures == load.requests
+    assert "wrong answer: probabilities sum to 0.9" in load.failure_reasons[0][0]
+
+
+def test_loadgen_against_nothing_counts_failures(exports, tmp_path: Path) -> None:
+    from servebench.runner.local import free_port
+
+    spec = loadgen.LoadSpec(f"http://127.0.0.1:{free_port()}", str(exports["lr"].meta_path), 2, 10, 2, 0, 1.0)
+    load = loadgen.run(spec, tmp_path)
+    assert load.requests > 0 and load.failures == load.requests

@@ -1,0 +1,52 @@
+import pytest
+
+from servebench.params import BenchmarkParams, ParamsError, json_schemas, parse
+
+
+def test_defaults_are_valid() -> None:
+    params = parse({})
+    assert params == BenchmarkParams()
+    assert params.frameworks == ["fastapi", "flask"] and params.models == ["lr", "mlp"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "field", "detail"),
+    [
+        ({"workers": [0]}, "workers.0", "greater than or equal to 1"),
+        ({"users": [-5]}, "users.0", "greater than or equal to 1"),
+        ({"duration": 0}, "duration", "greater than 0"),
+        ({"duration": -1.5}, "duration", "greater than 0"),
+        ({"warmup": -1}, "warmup", "greater than or equal to 0"),
+        ({"spawn_rate": 0}, "spawn_rate", "greater than 0"),
+        ({"frameworks": ["fastapi", "nope"]}, "frameworks", "unknown framework(s) ['nope']"),
+        ({"models": ["resnet"]}, "models", "unknown model(s) ['resnet']"),
+        ({"duration": "30"}, "duration", "valid number"),
+        ({"workers": ["2"]}, "workers.0", "valid integer"),
+        ({"workers": [1.5]}, "workers.0", "valid integer"),
+        ({"workers": [True]}, "workers.0", "valid integer"),
+        ({"frameworks": "fastapi"}, "frameworks", "valid list"),
+        ({"workers": []}, "workers", "at least 1 item"),
+        ({"workers": [2, 2]}, "workers", "repeated"),
+        ({"wokers": [2]}, "wokers", "Extra inputs are not permitted"),
+    ],
+)
+def test_invalid_params_name_the_field(raw: dict, field: str, detail: str) -> None:
+    with pytest.raises(ParamsError) as err:
+        parse(raw)
+    message = str(err.value)
+    assert f"{field}:" in message and detail in message, message
+
+
+def test_every_bad_field_is_reported_at_once() -> None:
+    with pytest.raises(ParamsError) as err:
+        parse({"workers": [0], "duration": 0})
+    assert "workers.0:" in str(err.value) and "duration:" in str(err.value)
+
+
+def test_json_schemas_enumerate_known_choices() -> None:
+    schemas = json_schemas()
+    assert set(schemas) == set(BenchmarkParams.model_fields)
+    assert schemas["frameworks"]["items"]["enum"] == ["broken", "fastapi", "flask", "wrong"]  # fixtures are on the path
+    assert schemas["models"]["items"]["enum"] == ["lr", "mlp"]
+    assert schemas["workers"]["items"] == {"type": "integer", "minimum": 1}
+    assert schemas["duration"]["exclusiveMinimum"] == 0

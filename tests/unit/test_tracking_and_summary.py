@@ -1,0 +1,54 @@
+"""Tracker and summary against a real MLflow SQLite store (no server, no network)."""
+
+from pathlib import Path
+
+import pytest
+
+from servebench import summary
+from servebench.spec import TrialSpec
+from servebench.tracker import Tracker
+from servebench.trial import TrialResult
+
+
+@pytest.fixture
+def tracker(tmp_path: Path) -> Tracker:
+    return Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
+
+
+def result(framework: str, workers: int, rps: float, out_dir: Path, status: str = "ok", reason: str = "") -> TrialResult:
+    spec = TrialSpec("lr", framework, workers, 10, 10.0, 5.0, 1.0)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "server.log").write_text("hello from the server\n")
+    figures = {"rps": rps, "error_rate": 0.0, "latency_ms_p50": 1.0, "latency_ms_p95": 2.0, "latency_ms_p99": 3.0} if status == "ok" else {}
+    series = {"series/rps": [(0, rps), (1, rps + 1)]} if status == "ok" else {}
+    return TrialResult(spec, status, reason, figures, series, ("loadgen_saturated",) if rps > 1000 else (), {"backend": "local"}, out_dir, "tail" if reason else "")
+
+
+def test_trials_are_child_runs_with_public_names(tracker: Tracker, tmp_path: Path) -> None:
+    parent = tracker.open_parent("exp", "manual now", {"workers": [1, 2]}, {"trigger": "manual", "airflow.dag_run_id": "r1"})
+    assert tracker.open_parent("exp", "again", {}, {"airflow.dag_run_id": "r1"}) == parent  # a re-run reuses it
+    child = tracker.log_trial(parent, result("fastapi", 2, 1500.0, tmp_path / "a"))
+    run = tracker.client.get_run(child)
+    assert run.info.run_name == "lr · fastapi · w2 · u10" and run.info.status == "FINISHED"
+    assert run.data.params["framework"] == "fastapi" and run.data.params["workers"] == "2"
+    assert run.data.params["duration_s"] == "5.0" and run.data.params["backend"] == "local"
+    assert run.data.metrics["rps"] == 1500.0 and run.data.tags["servebench.flags"] == "loadgen_saturated"
+    history = tracker.client.get_metric_history(child, "series/rps")
+    assert [(m.step, m.value) for m in history] == [(0, 1500.0), (1, 1501.0)]
+    assert "server.log" in [a.path for a in tracker.client.list_artifacts(child)]
+
+
+def test_summary_lists_failed_and_missing_trials(tracker: Tracker, tmp_path: Path) -> None:
+    parent = tracker.open_parent("exp", "manual", {}, {})
+    tracker.log_trial(parent, result("fastapi", 1, 900.0, tmp_path / "a"))
+    failed = tracker.log_trial(parent, result("broken", 1, 0.0, tmp_path / "b", "failed", "server exited with code 3"))
+    assert tracker.client.get_run(failed).info.status == "FAILED"
+    planned = [TrialSpec("lr", fw, 1, 10, 10.0, 5.0, 1.0) for fw in ("broken", "fastapi", "flask")]
+    rows = summary.rows_from_runs(tracker.trial_runs(parent), planned)
+    assert [(r["framework"], r["status"]) for r in rows] == [("broken", "failed"), ("fastapi", "ok"), ("flask", "missing")]
+    assert rows[0]["notes"] == "server exited with code 3" and "no result was logged" in rows[2]["notes"]
+    text = summary.format_table(rows)
+    assert "fastapi" in text and "900" in text and "server exited with code 3" in text
+    files = summary.write_files(rows, tmp_path / "summary")
+    assert [f.name for f in files] == ["summary.csv", "summary.md", "throughput_latency.png"]
+    assert files[2].read_bytes()[:4] == b"\x89PNG" and "| lr | fastapi | 1 |" in files[1].read_text()
