@@ -24,7 +24,7 @@ log "airflow dags test serving_benchmark -c '$CONF'"
 log "progress below; the full Airflow log is in $DAG_LOG"
 set +e
 airflow dags test serving_benchmark -c "$CONF" 2>&1 | tee "$DAG_LOG" \
-  | grep --line-buffered -E '\[servebench\.|\[DAG TEST\] start task|Task failed' \
+  | grep --line-buffered -E '\[servebench\.|\[DAG TEST\] start task|^[A-Za-z_.]+(Error|Exception|Failed): ' \
   | sed -u -E 's/^[0-9T:.-]+Z \[[a-z ]+\] //; s/ +\[servebench\.[a-z.]+\].*$//; s/ +\[airflow[^]]*\].*$//'
 set -e
 

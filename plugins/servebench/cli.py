@@ -108,7 +108,7 @@ def _print_where(parent_id: str, summary_dir: Path) -> None:
 
 
 def _summary(args: argparse.Namespace) -> int:
-    from servebench import summary
+    from servebench import pipeline, summary
     from servebench.tracker import Tracker
 
     tracker = Tracker()
@@ -116,10 +116,13 @@ def _summary(args: argparse.Namespace) -> int:
     if run_id is None:
         print(f"servebench: no benchmark run in experiment {args.experiment!r} at {tracker.uri}", file=sys.stderr)
         return 2
-    rows = summary.rows_from_runs(tracker.trial_runs(run_id))
+    rows = summary.rows_from_runs(tracker.trial_runs(run_id), pipeline.planned_trials(run_id, tracker))
     print(summary.format_table(rows))
     _print_where(run_id, paths.runs_dir() / run_id / "summary")
-    return 1 if any(r["status"] != "ok" for r in rows) else 0
+    bad = [r for r in rows if r["status"] != "ok"]
+    if bad:
+        print(f"{len(bad)} of {len(rows)} configurations not ok", file=sys.stderr)
+    return 1 if bad else 0
 
 
 def _serve(args: argparse.Namespace) -> int:

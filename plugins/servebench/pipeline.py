@@ -58,6 +58,11 @@ def run_and_log(spec: TrialSpec, parent_id: str, tracker: Tracker) -> tuple[Tria
     return result, child_id
 
 
+def planned_trials(parent_id: str, tracker: Tracker) -> list[TrialSpec]:
+    """The matrix a parent run was opened for (not re-validated: a framework may have gone since)."""
+    return plan(params.BenchmarkParams.model_construct(**tracker.parent_params(parent_id)))
+
+
 def summarize(parent_id: str, planned: list[TrialSpec], tracker: Tracker) -> summary.Summary:
     """Build the comparison from the tracker, log it to the parent run and close that run."""
     rows = summary.rows_from_runs(tracker.trial_runs(parent_id), planned)

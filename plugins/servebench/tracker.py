@@ -73,6 +73,7 @@ class Tracker:
         import joblib
         import numpy as np
         import onnx
+        import skops.io as skops_io
         from mlflow.models import infer_signature
 
         for export in exports:
@@ -84,10 +85,14 @@ class Tracker:
                 inputs = np.asarray(export.meta["samples"]["inputs"])
                 signature = infer_signature(inputs, np.asarray(export.meta["samples"]["probabilities"]))
                 uris = {}
+                model = joblib.load(export.path("joblib"))
+                # skops, not pickle; the types it does not know are those of the model we just trained.
+                trusted = skops_io.get_untrusted_types(data=skops_io.dumps(model))
                 with self._mlflow.start_run(run_id=run_id):
                     info = self._mlflow.sklearn.log_model(
-                        joblib.load(export.path("joblib")), name=f"{export.name}-sklearn", signature=signature,
-                        input_example=inputs[:2], pip_requirements=[f"scikit-learn=={export.meta['versions']['scikit-learn']}"],
+                        model, name=f"{export.name}-sklearn", signature=signature, input_example=inputs[:2],
+                        serialization_format="skops", skops_trusted_types=trusted,
+                        pip_requirements=[f"scikit-learn=={export.meta['versions']['scikit-learn']}", "skops"],
                     )  # fmt: skip
                     uris["sklearn"] = info.model_uri
                     info = self._mlflow.onnx.log_model(
@@ -166,6 +171,16 @@ class Tracker:
     def log_files(self, run_id: str, files: list[Path], artifact_path: str | None = None) -> None:
         for path in files:
             self.client.log_artifact(run_id, str(path), artifact_path)
+
+    def parent_params(self, run_id: str) -> dict[str, Any]:
+        """The benchmark parameters a parent run was opened with, decoded back from MLflow's strings."""
+        decoded: dict[str, Any] = {}
+        for key, value in self.client.get_run(run_id).data.params.items():
+            try:
+                decoded[key] = json.loads(value)
+            except ValueError:
+                decoded[key] = value  # plain strings, e.g. the experiment name
+        return decoded
 
     def latest_parent(self, experiment: str) -> str | None:
         experiment_obj = self.client.get_experiment_by_name(experiment)

@@ -12,7 +12,7 @@ from servebench.tracker import Tracker
 from .conftest import BIN, run
 
 CONF = {
-    "models": ["lr"], "frameworks": ["fastapi", "flask", "broken"], "workers": [1, 2], "users": [8],
+    "models": ["lr", "mlp"], "frameworks": ["fastapi", "flask", "broken"], "workers": [1, 2], "users": [8],
     "spawn_rate": 20, "duration": 3, "warmup": 1, "experiment": "e2e",
 }  # fmt: skip
 
@@ -34,10 +34,10 @@ def test_every_trial_is_a_child_run_with_sound_figures(dag_run: dict, no_leftove
     assert parent_id, dag_run["output"][-3000:]
     parent = tracker.client.get_run(parent_id)
     assert parent.data.tags["trigger"] == "manual" and parent.data.tags["airflow.dag_run_id"]
-    assert parent.data.tags["model.lr.sklearn_uri"].startswith("models:/")
-    children = {(r.data.params["framework"], r.data.params["workers"]): r for r in tracker.trial_runs(parent_id)}
-    assert set(children) == {(fw, w) for fw in ("fastapi", "flask", "broken") for w in ("1", "2")}
-    for (framework, _), child in children.items():
+    assert all(parent.data.tags[f"model.{m}.sklearn_uri"].startswith("models:/") for m in ("lr", "mlp"))
+    children = {(r.data.params["model"], r.data.params["framework"], r.data.params["workers"]): r for r in tracker.trial_runs(parent_id)}
+    assert set(children) == {(m, fw, w) for m in ("lr", "mlp") for fw in ("fastapi", "flask", "broken") for w in ("1", "2")}
+    for (model, framework, _), child in children.items():
         if framework == "broken":
             continue
         m = child.data.metrics
@@ -45,7 +45,7 @@ def test_every_trial_is_a_child_run_with_sound_figures(dag_run: dict, no_leftove
         assert m["rps"] > 0 and m["error_rate"] == 0 and m["requests"] > 50
         assert m["latency_ms_p50"] <= m["latency_ms_p95"] <= m["latency_ms_p99"] <= m["latency_ms_max"]
         assert m["server_cpu_percent_avg"] > 0 and m["server_rss_mb_avg"] > 0 and m["server_rss_mb_max"] > 0
-        assert child.data.params["model"] == "lr" and child.data.params["users"] == "8"
+        assert child.data.params["model"] == model and child.data.params["users"] == "8"
         assert child.data.params["duration_s"] == "3.0" and child.data.params["warmup_s"] == "1.0"
         assert len(tracker.client.get_metric_history(child.info.run_id, "series/rps")) >= 2
     artifacts = {a.path for a in tracker.client.list_artifacts(parent_id, "summary")}
@@ -56,7 +56,7 @@ def test_a_failing_server_fails_only_its_configurations(dag_run: dict) -> None:
     tracker = Tracker()
     parent_id = tracker.latest_parent("e2e")
     broken = [r for r in tracker.trial_runs(parent_id) if r.data.params["framework"] == "broken"]
-    assert len(broken) == 2
+    assert len(broken) == 4
     for child in broken:
         assert child.info.status == "FAILED"
         assert child.data.tags["servebench.failure_reason"] == "server exited with code 3 before becoming healthy"

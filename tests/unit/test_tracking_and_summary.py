@@ -52,3 +52,13 @@ def test_summary_lists_failed_and_missing_trials(tracker: Tracker, tmp_path: Pat
     files = summary.write_files(rows, tmp_path / "summary")
     assert [f.name for f in files] == ["summary.csv", "summary.md", "throughput_latency.png"]
     assert files[2].read_bytes()[:4] == b"\x89PNG" and "| lr | fastapi | 1 |" in files[1].read_text()
+
+
+def test_the_planned_matrix_is_read_back_from_the_parent_run(tracker: Tracker) -> None:
+    from servebench import params, pipeline
+
+    asked = params.parse({"models": ["lr"], "frameworks": ["fastapi", "flask"], "workers": [1, 2], "users": [5]})
+    parent = tracker.open_parent("exp", "manual", asked.model_dump(), {})
+    planned = pipeline.planned_trials(parent, tracker)
+    assert [s.key for s in planned] == ["lr-fastapi-w1-u5", "lr-fastapi-w2-u5", "lr-flask-w1-u5", "lr-flask-w2-u5"]
+    assert planned[0].duration_s == asked.duration and planned[0].spawn_rate == asked.spawn_rate

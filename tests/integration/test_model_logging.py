@@ -1,0 +1,29 @@
+"""The trained models, logged to a real MLflow store as models with signatures, load back and agree."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import numpy as np
+
+from servebench.tracker import Tracker
+
+
+def test_both_models_log_once_and_load_back(exports, tmp_path: Path) -> None:
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    parent = tracker.open_parent("models", "first", {}, {})
+    tracker.log_models(parent, list(exports.values()))
+    tags = tracker.client.get_run(parent).data.tags
+    for name, export in exports.items():
+        inputs = np.asarray(export.meta["samples"]["inputs"])
+        sk_model = mlflow.sklearn.load_model(tags[f"model.{name}.sklearn_uri"])
+        np.testing.assert_allclose(sk_model.predict_proba(inputs), export.meta["samples"]["probabilities"])
+        onnx_model = mlflow.pyfunc.load_model(tags[f"model.{name}.onnx_uri"])
+        assert onnx_model.metadata.get_input_schema().inputs[0].shape == (-1, 30)
+        assert tags[f"model.{name}.key"] == export.key
+    # a second benchmark serving the same exports links to the models instead of copying them again
+    second = tracker.open_parent("models", "second", {}, {})
+    tracker.log_models(second, list(exports.values()))
+    again = tracker.client.get_run(second).data.tags
+    assert all(again[f"model.{n}.sklearn_uri"] == tags[f"model.{n}.sklearn_uri"] for n in exports)
