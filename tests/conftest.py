@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 from typing import Iterator
 
@@ -44,15 +45,30 @@ def servebench_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
             os.environ[key] = value
 
 
-@pytest.fixture
-def no_leftover_processes(servebench_home: Path) -> Iterator[None]:
-    """Fails the test if any process started from this session's state folder outlives it."""
-    yield
-    leftovers = []
+def _ours(roots: set[str]) -> dict[int, str]:
+    found = {}
     for proc in psutil.process_iter(["pid", "cmdline"]):
         try:
-            if any(str(servebench_home) in part for part in proc.info["cmdline"] or []):
-                leftovers.append((proc.pid, " ".join(proc.info["cmdline"])[:200]))
+            cmdline = proc.info["cmdline"] or []
+            if any(root in part for part in cmdline for root in roots):
+                found[proc.pid] = " ".join(cmdline)[:200]
         except psutil.Error:
             continue
+    return found
+
+
+@pytest.fixture
+def no_leftover_processes(servebench_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Fails the test if a process it started outlives it: servers run from the session's state folder and
+    Locust writes into test folders, so a new process naming pytest's temporary root is a leftover.
+    Leftovers are killed after being reported, so one leak does not fail every later test."""
+    roots = {str(servebench_home), str(tmp_path_factory.getbasetemp())}
+    before = set(_ours(roots))
+    yield
+    leftovers = {pid: cmd for pid, cmd in _ours(roots).items() if pid not in before}
+    for pid in leftovers:
+        try:
+            os.killpg(os.getpgid(pid), signal.SIGKILL)
+        except ProcessLookupError:
+            pass
     assert not leftovers, f"processes left behind: {leftovers}"

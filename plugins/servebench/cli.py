@@ -138,14 +138,17 @@ def _serve(args: argparse.Namespace) -> int:
     runner = LocalProcessRunner()
     server = runner.start(built, model, args.workers, log_path, port=args.port)
     stop = {"now": False}
-    signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
+    # Installed explicitly: a process started in the background inherits SIGINT ignored, and then
+    # Python never raises KeyboardInterrupt, so Ctrl-C (or kill -INT) would leave the server running.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.update(now=True))
     try:
         wait_ready(server, server_manifest.health_path, model.meta, server_manifest.start_timeout_s)
         print(f"{args.framework} serving {args.model} with {args.workers} worker(s) at {server.base_url}")
         print(f"  curl -s {server.base_url}{server_manifest.health_path}")
         print(f"  curl -s -X POST {server.base_url}/predict -H 'Content-Type: application/json' "
               f"-d '{{\"instances\": [{model.meta['samples']['inputs'][0]}]}}'")  # fmt: skip
-        print(f"log: {log_path}   (Ctrl-C to stop)")
+        print(f"log: {log_path}   (Ctrl-C to stop)", flush=True)
         while not stop["now"] and server.exit_code() is None:
             time.sleep(0.5)
         if server.exit_code() is not None:
@@ -154,8 +157,6 @@ def _serve(args: argparse.Namespace) -> int:
     except ServerFailed as exc:
         print(f"servebench: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        pass
     finally:
         report = server.stop()
         print(f"stopped (exit code {report.exit_code}, {'graceful' if report.graceful else 'killed'})")

@@ -13,7 +13,7 @@ from .conftest import BIN, run
 
 CONF = {
     "models": ["lr", "mlp"], "frameworks": ["fastapi", "flask", "broken"], "workers": [1, 2], "users": [8],
-    "spawn_rate": 20, "duration": 3, "warmup": 1, "experiment": "e2e",
+    "spawn_rate": 20, "duration": 5, "warmup": 1, "experiment": "e2e",
 }  # fmt: skip
 
 
@@ -43,10 +43,15 @@ def test_every_trial_is_a_child_run_with_sound_figures(dag_run: dict, no_leftove
         m = child.data.metrics
         assert child.info.status == "FINISHED" and child.data.tags["servebench.status"] == "ok"
         assert m["rps"] > 0 and m["error_rate"] == 0 and m["requests"] > 50
-        assert m["latency_ms_p50"] <= m["latency_ms_p95"] <= m["latency_ms_p99"] <= m["latency_ms_max"]
+        if "latency_ms_p99" not in m:  # left out, not guessed, when under 10 responses lie beyond it
+            assert m["requests"] < 1000 and "too_few_requests_for_p99" in child.data.tags["servebench.flags"]
+        shown = [m[k] for k in ("latency_ms_min", "latency_ms_p50", "latency_ms_p95", "latency_ms_p99", "latency_ms_max") if k in m]
+        assert len(shown) >= 4 and shown == sorted(shown)
+        if model == "lr":  # thousands of requests: every percentile up to p99 must be there
+            assert m["latency_ms_p50"] <= m["latency_ms_p95"] <= m["latency_ms_p99"] <= m["latency_ms_max"]
         assert m["server_cpu_percent_avg"] > 0 and m["server_rss_mb_avg"] > 0 and m["server_rss_mb_max"] > 0
         assert child.data.params["model"] == model and child.data.params["users"] == "8"
-        assert child.data.params["duration_s"] == "3.0" and child.data.params["warmup_s"] == "1.0"
+        assert child.data.params["duration_s"] == "5.0" and child.data.params["warmup_s"] == "1.0"
         assert len(tracker.client.get_metric_history(child.info.run_id, "series/rps")) >= 2
     artifacts = {a.path for a in tracker.client.list_artifacts(parent_id, "summary")}
     assert artifacts == {"summary/summary.csv", "summary/summary.md", "summary/throughput_latency.png"}

@@ -1,0 +1,63 @@
+"""Benchmark: FastAPI with inference inline on the event loop vs in the thread pool, for each model.
+
+The FastAPI server picks the mode at start-up from the model's median prediction time (inline below
+1 ms). This measures both modes on this machine, same load, one after another, and prints throughput,
+latency and the thread-pool/inline ratio, so the rule rests on figures rather than on belief.
+
+    .venv/bin/python benchmarks/fastapi_inference_mode.py [--duration 15] [--warmup 3] [--users 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import tempfile
+from pathlib import Path
+
+from servebench import build, loadgen, manifest, metrics, models
+from servebench.readiness import wait_ready
+from servebench.runner.local import LocalProcessRunner
+
+MODES = ("inline", "threadpool")
+
+
+def measure(model: str, mode: str, args: argparse.Namespace, out: Path) -> dict[str, float]:
+    base = manifest.get("fastapi")
+    forced = base.model_copy(update={"env": {**base.env, "SERVEBENCH_INFERENCE": mode}})
+    built = build.build(base)
+    export = models.export(model)
+    server = LocalProcessRunner().start(build.BuiltServer(forced, built.env_dir, built.key), export, args.workers, out / "server.log")
+    try:
+        wait_ready(server, forced.health_path, export.meta, forced.start_timeout_s)
+        spec = loadgen.LoadSpec(server.base_url, str(export.meta_path), args.users, args.users, args.duration, args.warmup)
+        load = loadgen.run(spec, out)
+    finally:
+        server.stop()
+    figures, _ = metrics.latency_metrics(load.latencies_ms)
+    return {"rps": load.requests / load.window_s, "errors": float(load.failures), **figures}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default="lr,mlp")
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--users", type=int, default=20)
+    parser.add_argument("--duration", type=float, default=15.0)
+    parser.add_argument("--warmup", type=float, default=3.0)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    print(f"fastapi, {args.workers} worker(s), {args.users} users, {args.duration:g}s measured after {args.warmup:g}s warm-up")
+    print(f"{'model':6} {'mode':11} {'rps':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
+    with tempfile.TemporaryDirectory(prefix="servebench-bench-") as tmp:
+        for model in args.models.split(","):
+            results = {}
+            for mode in MODES:
+                results[mode] = r = measure(model, mode, args, Path(tmp) / f"{model}-{mode}")
+                p99 = f"{r['latency_ms_p99']:8.2f}" if "latency_ms_p99" in r else f"{'n/a':>8}"
+                print(f"{model:6} {mode:11} {r['rps']:8.0f} {r.get('latency_ms_p50', float('nan')):8.2f} {p99} {r['errors']:7.0f}")
+            ratio = results["threadpool"]["rps"] / results["inline"]["rps"] if results["inline"]["rps"] else float("nan")
+            print(f"{model:6} threadpool/inline throughput ratio: {ratio:.2f}")
+
+
+if __name__ == "__main__":
+    main()
