@@ -50,7 +50,7 @@ def check_answer(payload: Any, n_rows: int, classes: Sequence[int]) -> str | Non
         return f"'predictions' should be a list of {n_rows}"
     if not isinstance(probas, list) or len(probas) != n_rows:
         return f"'probabilities' should be a list of {n_rows}"
-    for label, row in zip(preds, probas):
+    for label, row in zip(preds, probas, strict=True):
         if label not in classes:
             return f"label {label!r} is not one of {list(classes)}"
         if not isinstance(row, list) or len(row) != len(classes):
@@ -70,7 +70,7 @@ def compare_with_reference(payload: Any, meta: dict[str, Any], rows: slice = sli
     problem = check_answer(payload, len(want_labels), meta["classes"])
     if problem:
         return problem
-    for i, (label, got, want) in enumerate(zip(payload["predictions"], payload["probabilities"], want_proba)):
+    for i, (label, got, want) in enumerate(zip(payload["predictions"], payload["probabilities"], want_proba, strict=True)):
         if label != want_labels[i]:
             return f"input {i}: label {label}, reference {want_labels[i]}"
         diff = float(np.max(np.abs(np.asarray(got) - np.asarray(want))))

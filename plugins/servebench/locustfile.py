@@ -12,6 +12,7 @@ import json
 import os
 import time
 from collections import Counter, defaultdict
+from pathlib import Path
 
 import gevent
 import numpy as np
@@ -19,8 +20,8 @@ from locust import FastHttpUser, constant, events, task
 
 from servebench.contract import PREDICT_PATH, RequestGenerator, check_answer
 
-CONFIG = json.loads(open(os.environ["SERVEBENCH_LOADGEN_CONFIG"]).read())
-META = json.loads(open(CONFIG["meta_path"]).read())
+CONFIG = json.loads(Path(os.environ["SERVEBENCH_LOADGEN_CONFIG"]).read_text())
+META = json.loads(Path(CONFIG["meta_path"]).read_text())
 BATCH = int(META["generator"].get("batch_size", 1))
 BODIES_PER_USER = 128
 PROGRESS_EVERY_S = 5.0

@@ -18,7 +18,6 @@ class TrialSpec:
     spawn_rate: float
     duration_s: float
     warmup_s: float
-    backend: str = "local"
 
     @property
     def key(self) -> str:
