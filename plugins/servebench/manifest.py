@@ -102,16 +102,23 @@ def load(folder: Path) -> Manifest:
     return manifest
 
 
+def discover_in(root: Path) -> dict[str, Path]:
+    """Server folders directly under `root` (private folders such as `_common` excluded)."""
+    if not root.is_dir():
+        return {}
+    return {
+        folder.name: folder
+        for folder in sorted(root.iterdir())
+        if not re.match(r"[._]", folder.name) and (folder / MANIFEST_FILE).is_file()
+    }
+
+
 def discover() -> dict[str, Path]:
     """Server folders by name along the search path; the first folder of a name wins, as on PATH."""
     found: dict[str, Path] = {}
     for root in paths.server_search_path():
-        if not root.is_dir():
-            continue
-        for folder in sorted(root.iterdir()):
-            if re.match(r"[._]", folder.name) or not (folder / MANIFEST_FILE).is_file():
-                continue
-            found.setdefault(folder.name, folder)
+        for name, folder in discover_in(root).items():
+            found.setdefault(name, folder)
     return found
 
 

@@ -55,6 +55,10 @@ def trial_metrics(load: LoadResult, server: list[Sample], loadgen: list[Sample])
     figures.update(_stats((s.rss_mb for s in server), "server_rss_mb"))
     if server:
         figures["server_threads_max"] = float(max(s.threads for s in server))
+        if load.requests:
+            # CPU per request does not depend on how fast the load generator is: the fairest cost figure.
+            cpu_seconds = figures["server_cpu_percent_avg"] / 100.0 * load.window_s
+            figures["server_cpu_us_per_request"] = cpu_seconds * 1e6 / load.requests
     loadgen_cpu = _stats((s.cpu_percent for s in loadgen), "loadgen_cpu_percent")
     if loadgen_cpu:
         figures["loadgen_cpu_percent_avg"] = loadgen_cpu["loadgen_cpu_percent_avg"]

@@ -51,7 +51,7 @@ RECIPES: dict[str, Recipe] = {
         ),
         Recipe(
             name="mlp",
-            description="MLP with three 1536-wide hidden layers: inference (~2 ms on one core) dominates.",
+            description="MLP with three 1536-wide hidden layers: inference (1-2 ms on one core) dominates.",
             estimator="mlp",
             # Few epochs on purpose: the benchmark needs the model's shape, not its best accuracy.
             hyper={"hidden_layer_sizes": [1536, 1536, 1536], "max_iter": 3},

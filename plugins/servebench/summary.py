@@ -27,6 +27,7 @@ COLUMNS: list[tuple[str, str, str]] = [
     ("p99 ms", "latency_ms_p99", ".2f"),
     ("errors %", "error_pct", ".2f"),
     ("server cpu %", "server_cpu_percent_avg", ".0f"),
+    ("cpu µs/req", "server_cpu_us_per_request", ".0f"),
     ("server rss MB", "server_rss_mb_max", ".0f"),
     ("cold start s", "cold_start_s", ".2f"),
     ("notes", "notes", "s"),

@@ -21,7 +21,8 @@ BAD_REQUESTS = [
     (b'{"instances": [[1, 2, 3]]}', 422, "instances[0] must be a list of 30 numbers"),
     (json.dumps({"instances": [["1"] * 30]}).encode(), 422, "only numbers"),
     (json.dumps({"instances": [[True] * 30]}).encode(), 422, "only numbers"),
-    (b'{"instances": [[' + b",".join([b"NaN"] * 30) + b"]]}", 422, "NaN or Infinity"),
+    (b'{"instances": [[' + b",".join([b"NaN"] * 30) + b"]]}", 400, "not valid JSON"),  # NaN is not JSON
+    (b'{"instances": [[' + b",".join([b"1e39"] * 30) + b"]]}", 422, "finite numbers within float32 range"),
     (OVERSIZE, 413, "exceeds the limit"),
 ]
 

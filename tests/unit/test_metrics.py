@@ -33,6 +33,7 @@ def test_trial_metrics_rates_and_flags() -> None:
     assert figures["rps"] == pytest.approx(200.0) and figures["error_rate"] == pytest.approx(0.01)
     assert figures["server_cpu_percent_avg"] == 150.0 and figures["server_rss_mb_max"] == 304.0
     assert figures["server_threads_max"] == 8 and figures["loadgen_cpu_percent_avg"] == 97.0
+    assert figures["server_cpu_us_per_request"] == pytest.approx(1.5 * 10.0 * 1e6 / 2000)  # 1.5 cores x 10 s / 2000
     assert "loadgen_saturated" in flags and "too_few_requests_for_p999" in flags
 
 

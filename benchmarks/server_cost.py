@@ -1,0 +1,52 @@
+"""Benchmark: what each shipped server costs per request, from one run on this machine.
+
+Server CPU time per request (all the server's processes, over the measured window) does not depend on
+how fast the load generator is, so it compares frameworks fairly even when Locust is the bottleneck.
+Prints one row per framework (and worker count) for the same model and load.
+
+    .venv/bin/python benchmarks/server_cost.py [--model lr] [--workers 1] [--users 20] [--duration 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import tempfile
+from pathlib import Path
+
+from servebench import manifest, paths
+from servebench.spec import TrialSpec
+from servebench.trial import run_trial
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    shipped = sorted(manifest.discover_in(paths.REPO_ROOT / "servers"))
+    parser.add_argument("--frameworks", default=",".join(shipped))
+    parser.add_argument("--model", default="lr")
+    parser.add_argument("--workers", default="1")
+    parser.add_argument("--users", type=int, default=20)
+    parser.add_argument("--duration", type=float, default=20.0)
+    parser.add_argument("--warmup", type=float, default=3.0)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    print(f"model {args.model}, {args.users} users, {args.duration:g}s measured after {args.warmup:g}s warm-up")
+    print(f"{'framework':18} {'workers':>7} {'rps':>7} {'p50 ms':>7} {'p99 ms':>7} {'cpu µs/req':>10} {'cpu %':>6} {'rss MB':>7}  flags")
+    with tempfile.TemporaryDirectory(prefix="servebench-bench-") as tmp:
+        for framework in args.frameworks.split(","):
+            for workers in (int(w) for w in args.workers.split(",")):
+                spec = TrialSpec(args.model, framework, workers, args.users, float(args.users), args.duration, args.warmup)
+                result = run_trial(spec, Path(tmp) / spec.key)
+                m = result.metrics
+                if not result.ok:
+                    print(f"{framework:18} {workers:7d}  failed: {result.reason}")
+                    continue
+                print(
+                    f"{framework:18} {workers:7d} {m['rps']:7.0f} {m['latency_ms_p50']:7.2f} "
+                    f"{m.get('latency_ms_p99', float('nan')):7.2f} {m['server_cpu_us_per_request']:10.0f} "
+                    f"{m['server_cpu_percent_avg']:6.0f} {m['server_rss_mb_max']:7.0f}  {','.join(result.flags)}"
+                )
+
+
+if __name__ == "__main__":
+    main()
