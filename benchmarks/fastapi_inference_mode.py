@@ -10,10 +10,10 @@ latency and the thread-pool/inline ratio, so the rule rests on figures rather th
 from __future__ import annotations
 
 import argparse
-import logging
 import tempfile
 from pathlib import Path
 
+import _options
 from servebench import build, loadgen, manifest, metrics, models
 from servebench.readiness import wait_ready
 from servebench.runner.local import LocalProcessRunner
@@ -38,15 +38,11 @@ def measure(model: str, mode: str, args: argparse.Namespace, out: Path) -> dict[
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _options.parser(__doc__)
     parser.add_argument("--models", default="lr,mlp")
     parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--users", type=int, default=20)
-    parser.add_argument("--duration", type=float, default=15.0)
-    parser.add_argument("--warmup", type=float, default=3.0)
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.WARNING)
-    print(f"fastapi, {args.workers} worker(s), {args.users} users, {args.duration:g}s measured after {args.warmup:g}s warm-up")
+    args = _options.parse(parser)
+    print(f"fastapi, {args.workers} worker(s)")
     print(f"{'model':6} {'mode':11} {'rps':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
     with tempfile.TemporaryDirectory(prefix="servebench-bench-") as tmp:
         for model in args.models.split(","):

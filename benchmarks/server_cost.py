@@ -9,28 +9,23 @@ Prints one row per framework (and worker count) for the same model and load.
 
 from __future__ import annotations
 
-import argparse
-import logging
 import tempfile
 from pathlib import Path
 
+import _options
 from servebench import manifest, paths
 from servebench.spec import TrialSpec
 from servebench.trial import run_trial
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _options.parser(__doc__, duration=20.0)
     shipped = sorted(manifest.discover_in(paths.REPO_ROOT / "servers"))
     parser.add_argument("--frameworks", default=",".join(shipped))
     parser.add_argument("--model", default="lr")
-    parser.add_argument("--workers", default="1")
-    parser.add_argument("--users", type=int, default=20)
-    parser.add_argument("--duration", type=float, default=20.0)
-    parser.add_argument("--warmup", type=float, default=3.0)
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.WARNING)
-    print(f"model {args.model}, {args.users} users, {args.duration:g}s measured after {args.warmup:g}s warm-up")
+    parser.add_argument("--workers", default="1", help="comma list of worker counts")
+    args = _options.parse(parser)
+    print(f"model {args.model}")
     print(f"{'framework':18} {'workers':>7} {'rps':>7} {'p50 ms':>7} {'p99 ms':>7} {'cpu µs/req':>10} {'cpu %':>6} {'rss MB':>7}  flags")
     with tempfile.TemporaryDirectory(prefix="servebench-bench-") as tmp:
         for framework in args.frameworks.split(","):

@@ -6,26 +6,22 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
+TINY_LOAD = ["--users", "2", "--duration", "1", "--warmup", "0"]
 
 
-def test_fastapi_inference_mode_benchmark_runs(no_leftover_processes: None) -> None:
+@pytest.mark.parametrize(
+    ("script", "args", "expected"),
+    [
+        ("fastapi_inference_mode.py", ["--models", "lr"], ["lr     inline", "lr     threadpool", "throughput ratio"]),
+        ("server_cost.py", ["--frameworks", "fastapi"], ["cpu µs/req", "fastapi                  1"]),
+    ],
+)
+def test_benchmark_runs(script: str, args: list[str], expected: list[str], no_leftover_processes: None) -> None:
     proc = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "fastapi_inference_mode.py"), "--models", "lr",
-         "--users", "2", "--duration", "1", "--warmup", "0"],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [sys.executable, str(REPO / "benchmarks" / script), *args, *TINY_LOAD], capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "lr     inline" in proc.stdout and "lr     threadpool" in proc.stdout
-    assert "threadpool/inline throughput ratio" in proc.stdout
-
-
-def test_server_cost_benchmark_runs(no_leftover_processes: None) -> None:
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "server_cost.py"), "--frameworks", "fastapi",
-         "--users", "2", "--duration", "1", "--warmup", "0"],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    row = next(line for line in proc.stdout.splitlines() if line.startswith("fastapi"))
-    assert "failed" not in row and len(row.split()) >= 8, row
+    assert "failed" not in proc.stdout and all(text in proc.stdout for text in expected), proc.stdout
