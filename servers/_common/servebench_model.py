@@ -21,11 +21,11 @@ import orjson
 
 MAX_BODY_BYTES = int(os.environ.get("SERVEBENCH_MAX_BODY_BYTES", 1 << 20))
 MAX_BATCH_ROWS = int(os.environ.get("SERVEBENCH_MAX_BATCH_ROWS", 1024))
-# Below this median latency a prediction runs on the event loop: a thread hop would cost more than it saves.
-# Measured (benchmarks/fastapi_inference_mode.py): lr at ~25 us loses 45% throughput in the thread pool,
-# mlp at ~1 ms gains a better tail there; 200 us sits far from both, so the choice never flips between runs.
-INLINE_BELOW_US = float(os.environ.get("SERVEBENCH_INLINE_BELOW_US", 200))
 _NUMBER = (int, float)
+
+
+def log(message: str) -> None:
+    print(f"servebench: {message} (pid {os.getpid()})", file=sys.stderr, flush=True)
 
 
 class BadRequest(Exception):
@@ -54,23 +54,12 @@ class Predictor:
         options.inter_op_num_threads = 1
         self.session = ort.InferenceSession(model_path, options, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
-        self.latency_us = self._warm_up()
-        forced = os.environ.get("SERVEBENCH_INFERENCE")  # "inline" | "threadpool"
-        self.mode = forced or ("inline" if self.latency_us < INLINE_BELOW_US else "threadpool")
-        print(
-            f"servebench: model {self.name} loaded in {time.perf_counter() - started:.2f}s, "
-            f"median predict {self.latency_us:.0f} us -> {self.mode} inference (pid {os.getpid()})",
-            file=sys.stderr,
-            flush=True,
-        )
+        self.latency_us = self._warm_up()  # adapters with a choice (FastAPI) decide how to run it from this
+        log(f"model {self.name} loaded in {time.perf_counter() - started:.2f}s, median predict {self.latency_us:.0f} us")
 
     @classmethod
     def from_env(cls) -> "Predictor":
         return cls(os.environ["SERVEBENCH_MODEL_PATH"], os.environ["SERVEBENCH_MODEL_META"])
-
-    @property
-    def inline(self) -> bool:
-        return self.mode == "inline"
 
     def _warm_up(self, rounds: int = 30) -> float:
         sample = np.asarray(self.meta["samples"]["inputs"][:1], dtype=np.float32)

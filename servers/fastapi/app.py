@@ -1,19 +1,28 @@
 """FastAPI adapter of the servebench contract, run by uvicorn with N worker processes."""
 
+import os
+
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from servebench_model import BadRequest, Predictor
+from servebench_model import BadRequest, Predictor, log
+
+# Below this median latency a prediction runs on the event loop: a thread hop would cost more than it saves.
+# Measured (benchmarks/fastapi_inference_mode.py): lr at ~25 us loses 45% throughput in the thread pool,
+# mlp at ~1 ms gains a better tail there; 200 us sits far from both, so the choice never flips between runs.
+INLINE_BELOW_US = float(os.environ.get("SERVEBENCH_INLINE_BELOW_US", 200))
 
 predictor = Predictor.from_env()
+MODE = os.environ.get("SERVEBENCH_INFERENCE") or ("inline" if predictor.latency_us < INLINE_BELOW_US else "threadpool")
+log(f"{MODE} inference")
 app = FastAPI(title="servebench fastapi", docs_url=None, redoc_url=None)
 JSON = "application/json"
 
 
 @app.get("/health")
 async def health() -> dict[str, str]:
-    return {"status": "ok", "model": predictor.name, "inference": predictor.mode}
+    return {"status": "ok", "model": predictor.name, "inference": MODE}
 
 
 @app.post("/predict")
@@ -24,8 +33,9 @@ async def predict(request: Request) -> Response:
         X = predictor.parse(await request.body())
     except BadRequest as exc:
         return Response(exc.body(), status_code=exc.status, media_type=JSON)
-    if predictor.inline:
+    if MODE == "inline":
         body = predictor.predict(X)
     else:  # keep the event loop free while a heavy model computes
         body = await run_in_threadpool(predictor.predict, X)
     return Response(body, media_type=JSON)
+

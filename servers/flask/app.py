@@ -14,6 +14,7 @@ JSON = "application/json"
 
 @app.get("/health")
 def health() -> Response:
+    # sync workers: every prediction runs inline, one request at a time per worker
     return Response(json.dumps({"status": "ok", "model": predictor.name, "inference": "inline"}), mimetype=JSON)
 
 
@@ -30,4 +31,5 @@ def predict() -> Response:
 @app.errorhandler(HTTPException)
 def http_error(exc: HTTPException) -> Response:
     """Errors as JSON, like every other answer (Flask's default is an HTML page)."""
-    return Response(json.dumps({"error": exc.description}), status=exc.code, mimetype=JSON)
+    error = BadRequest(exc.code or 500, exc.description or exc.name)
+    return Response(error.body(), status=error.status, mimetype=JSON)
