@@ -5,6 +5,7 @@ import os
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 
 from servebench_model import BadRequest, Predictor, log
 
@@ -39,3 +40,9 @@ async def predict(request: Request) -> Response:
         body = await run_in_threadpool(predictor.predict, X)
     return Response(body, media_type=JSON)
 
+
+@app.exception_handler(HTTPException)
+async def http_error(request: Request, exc: HTTPException) -> Response:
+    """Errors as {"error": ...}, like every other answer (FastAPI's default says "detail")."""
+    error = BadRequest(exc.status_code, str(exc.detail))
+    return Response(error.body(), status_code=error.status, media_type=JSON)

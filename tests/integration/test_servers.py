@@ -39,6 +39,9 @@ def test_server_answers_right_and_rejects_bad_input(start_server, exports, frame
     for body, want_status, want_message in BAD_REQUESTS:
         status, answer = request(server.base_url, "POST", "/predict", body)
         assert status == want_status and want_message in answer["error"], (body[:60], status, answer)
+    for method, path, want_status in (("GET", "/predict", 405), ("GET", "/nope", 404)):
+        status, answer = request(server.base_url, method, path)
+        assert status == want_status and isinstance(answer, dict) and answer.get("error"), (path, status, answer)
     assert server.exit_code() is None  # still up after all of that
     processes = len(group_members(server.root_pid))  # the workers, plus a supervisor when there are several
     assert workers <= processes <= workers + 2, processes
