@@ -9,6 +9,7 @@ from typing import Iterator
 
 import psutil
 import pytest
+import socket
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE_SERVERS = REPO / "tests" / "fixtures" / "servers"
@@ -19,6 +20,34 @@ SESSION_HOME = Path(os.environ.get("SERVEBENCH_TEST_HOME", "")) if os.environ.ge
 os.environ.setdefault("AIRFLOW_HOME", str(Path(os.environ.get("TMPDIR", "/tmp")) / f"servebench-tests-airflow-{os.getpid()}"))
 os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(REPO / "dags")
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+
+
+def _reachable(host: str, port: int) -> bool:
+    try:
+        socket.create_connection((host, port), timeout=3).close()
+        return True
+    except OSError:
+        return False
+
+
+def why_unavailable(framework: str) -> str | None:
+    """Why a shipped server cannot be built on this machine, or None; its tests skip with this reason."""
+    if framework == "cpp-crow" and not os.environ.get("FETCHCONTENT_SOURCE_DIR_CROW") and not _reachable("github.com", 443):
+        return ("cpp-crow: Crow is not packaged by Debian and GitHub is unreachable here; "
+                "set FETCHCONTENT_SOURCE_DIR_CROW to a Crow source tree to build and test it")  # fmt: skip
+    return None
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A test taking `shipped_server` runs for every folder under servers/, skipped (saying why) when that
+    server cannot be built here: adding a framework adds it to every such test."""
+    if "shipped_server" in metafunc.fixturenames:
+        names = sorted(p.name for p in (REPO / "servers").iterdir() if (p / "manifest.toml").is_file())
+        params = []
+        for name in names:
+            reason = why_unavailable(name)
+            params.append(pytest.param(name, marks=[pytest.mark.skip(reason=reason)] if reason else []))
+        metafunc.parametrize("shipped_server", params)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

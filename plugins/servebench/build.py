@@ -1,6 +1,8 @@
-"""Build a server's isolated environment: a uv venv per server, cached by a hash of what goes into it.
+"""Build a server's isolated environment, cached by a hash of everything that goes into it.
 
-The harness never imports a server framework; it only runs the environment's interpreter.
+Python servers get a uv venv of their own (the harness never imports a server framework; it only runs
+the environment's interpreter); native servers get a build folder their manifest's commands fill.
+Per exported model, a server may also `prepare` it (e.g. import it into its framework's model store).
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ import fcntl
 import hashlib
 import json
 import logging
+import os
 import shutil
 import subprocess
 import sys
@@ -19,10 +22,15 @@ from pathlib import Path
 
 from servebench import paths
 from servebench.manifest import Manifest, render
+from servebench.models import ExportedModel
 
 log = logging.getLogger(__name__)
 
 BUILT_MARKER = ".servebench-built"
+# Servers get a clean environment: nothing of the harness's venv, Airflow or MLflow leaks into them.
+INHERITED_ENV = ("HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "SSL_CERT_FILE")
+# One math thread per worker process: the worker count is the only parallelism knob, and it is logged.
+THREAD_CAPS = {name: "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
 # A joblib model unpickles reliably only with the libraries that pickled it.
 PICKLE_PINNED = ("scikit-learn", "numpy", "scipy", "joblib")
 
@@ -39,7 +47,27 @@ class BuiltServer:
 
     @property
     def python(self) -> Path:
-        return self.env_dir / "bin" / "python"
+        """The server's interpreter (Python servers); native builds may use the harness's for scripts."""
+        return self.env_dir / "bin" / "python" if self.manifest.language == "python" else Path(sys.executable)
+
+    def values(self, model: ExportedModel | None = None) -> dict[str, object]:
+        """Placeholder values known once the server is built (and, with `model`, once it serves one)."""
+        values: dict[str, object] = {
+            "python": self.python, "server_dir": self.manifest.folder.resolve(), "env_dir": self.env_dir,
+        }  # fmt: skip
+        if model is not None:
+            values.update(model_path=model.path(self.manifest.model_format), model_meta=model.meta_path)
+        return values
+
+    def environment(self, values: dict[str, object], model: ExportedModel | None = None) -> dict[str, str]:
+        """The clean environment the server's commands run in, with the manifest's `env` filled in."""
+        env = {k: os.environ[k] for k in INHERITED_ENV if k in os.environ}
+        env.update(THREAD_CAPS)
+        env.update(PATH=f"{self.env_dir / 'bin'}:/usr/local/bin:/usr/bin:/bin", PYTHONUNBUFFERED="1")
+        if model is not None:
+            env.update(SERVEBENCH_MODEL_PATH=str(values["model_path"]), SERVEBENCH_MODEL_META=str(model.meta_path))
+        env.update({k: render(v, values) for k, v in self.manifest.env.items()})
+        return env
 
 
 def constraints_for(manifest: Manifest) -> str:
@@ -48,11 +76,21 @@ def constraints_for(manifest: Manifest) -> str:
     return "".join(f"{pkg}=={pkg_metadata.version(pkg)}\n" for pkg in PICKLE_PINNED)
 
 
+def _tree_digest(path: Path) -> str:
+    """Hash of a file, or of every file under a folder (by relative path and content)."""
+    digest = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    for file in files:
+        digest.update(str(file.relative_to(path.parent)).encode() + b"\0" + file.read_bytes())
+    return digest.hexdigest()
+
+
 def build_key(manifest: Manifest) -> str:
     payload = json.dumps(
         {
             "manifest": manifest.model_dump(mode="json"),
-            "requirements": manifest.requirements_path.read_text(),
+            "requirements": manifest.requirements_path.read_text() if manifest.requirements_path else "",
+            "sources": {str(source): _tree_digest(source) for source in manifest.source_paths},
             "constraints": constraints_for(manifest),
             "python": sys.version,
         },
@@ -67,8 +105,11 @@ def _uv() -> str:
     return str(find_uv_bin())
 
 
-def _run(step: str, cmd: list[str], cwd: Path | None = None) -> None:
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+def _run(step: str, cmd: list[str], cwd: Path | None = None, env: dict[str, str] | None = None) -> None:
+    try:
+        proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    except OSError as exc:
+        raise BuildError(f"{step} failed: {' '.join(cmd)}: {exc}") from None
     if proc.returncode != 0:
         output = (proc.stdout + proc.stderr).strip().splitlines()[-30:]
         raise BuildError(f"{step} failed (exit {proc.returncode}): {' '.join(cmd)}\n" + "\n".join(output))
@@ -80,8 +121,7 @@ def build(manifest: Manifest, envs_root: Path | None = None) -> BuiltServer:
     envs_root.mkdir(parents=True, exist_ok=True)
     key = build_key(manifest)
     built = BuiltServer(manifest, envs_root / f"{manifest.name}-{key}", key)
-    with open(envs_root / f".{manifest.name}-{key}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # two tasks building the same server wait for each other
+    with _locked(built):  # two tasks building the same server wait for each other
         if (built.env_dir / BUILT_MARKER).exists():
             log.info("server %s: environment %s is up to date", manifest.name, built.env_dir.name)
             return built
@@ -91,24 +131,62 @@ def build(manifest: Manifest, envs_root: Path | None = None) -> BuiltServer:
     return built
 
 
+class _locked:
+    """An exclusive lock per server build, held across processes (Airflow tasks run in several)."""
+
+    def __init__(self, built: BuiltServer) -> None:
+        self._path = built.env_dir.parent / f".{built.env_dir.name}.lock"
+
+    def __enter__(self) -> None:
+        self._file = open(self._path, "w")
+        fcntl.flock(self._file, fcntl.LOCK_EX)
+
+    def __exit__(self, *exc: object) -> None:
+        self._file.close()
+
+
 def _create(built: BuiltServer) -> None:
     manifest, env_dir = built.manifest, built.env_dir
     started = time.monotonic()
     log.info("server %s: building environment %s", manifest.name, env_dir)
-    _run("creating the venv", [_uv(), "venv", "--quiet", "--python", sys.executable, str(env_dir)])
-    constraints = env_dir / "servebench-constraints.txt"
-    constraints.write_text(constraints_for(manifest))
-    _run(
-        "installing requirements",
-        [_uv(), "pip", "install", "--quiet", "--python", str(built.python),
-         "-r", str(manifest.requirements_path), "-c", str(constraints)],
-    )
-    values = {"python": built.python, "server_dir": manifest.folder, "env_dir": env_dir}
-    for command in manifest.build:
-        _run("build step", [render(part, values) for part in command], cwd=manifest.folder)
-    freeze = subprocess.run(
-        [_uv(), "pip", "freeze", "--python", str(built.python)], capture_output=True, text=True, check=True
-    ).stdout
-    (env_dir / "freeze.txt").write_text(freeze)
+    if manifest.language == "python":
+        _run("creating the venv", [_uv(), "venv", "--quiet", "--python", sys.executable, str(env_dir)])
+        constraints = env_dir / "servebench-constraints.txt"
+        constraints.write_text(constraints_for(manifest))
+        _run(
+            "installing requirements",
+            [_uv(), "pip", "install", "--quiet", "--python", str(built.python),
+             "-r", str(manifest.requirements_path), "-c", str(constraints)],
+        )  # fmt: skip
+    else:
+        env_dir.mkdir(parents=True)
+    values = built.values()
+    env = dict(os.environ, **built.environment(values))  # build tools may need more than the server does
+    for i, command in enumerate(manifest.build, 1):
+        log.info("server %s: build step %d/%d: %s", manifest.name, i, len(manifest.build), " ".join(command))
+        _run(f"build step {i}", [render(part, values) for part in command], cwd=manifest.folder, env=env)
+    if manifest.language == "python":
+        freeze = subprocess.run(
+            [_uv(), "pip", "freeze", "--python", str(built.python)], capture_output=True, text=True, check=True
+        ).stdout
+        (env_dir / "freeze.txt").write_text(freeze)
     (env_dir / BUILT_MARKER).write_text(json.dumps({"key": built.key, "seconds": time.monotonic() - started}))
     log.info("server %s: environment built in %.1fs", manifest.name, time.monotonic() - started)
+
+
+def prepare(built: BuiltServer, model: ExportedModel) -> None:
+    """Run the manifest's `prepare` commands for `model`, once per server build and model export."""
+    manifest = built.manifest
+    if not manifest.prepare:
+        return
+    marker = built.env_dir / f".servebench-prepared-{model.name}-{model.key}"
+    with _locked(built):
+        if marker.exists():
+            return
+        started = time.monotonic()
+        values = built.values(model)
+        env = built.environment(values, model)
+        for i, command in enumerate(manifest.prepare, 1):
+            log.info("server %s: preparing model %s, step %d/%d", manifest.name, model.name, i, len(manifest.prepare))
+            _run(f"preparing model {model.name}, step {i}", [render(part, values) for part in command], cwd=manifest.folder, env=env)
+        marker.write_text(json.dumps({"seconds": time.monotonic() - started}))

@@ -12,16 +12,22 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from servebench import __version__, paths
+from servebench.params import AUTO_WORKERS
 
 log = logging.getLogger("servebench")
 
 
-def _csv(kind: type) -> Any:
+def _worker_count(text: str) -> int | str:
+    """A worker count, or "auto" for (2 x cores) + 1."""
+    return text if text == AUTO_WORKERS else int(text)
+
+
+def _csv(kind: Any, what: str) -> Any:
     def parse(text: str) -> list[Any]:
         try:
             return [kind(part.strip()) for part in text.split(",") if part.strip()]
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a comma-separated list of {kind.__name__}, got {text!r}") from None
+            raise argparse.ArgumentTypeError(f"expected a comma-separated list of {what}, got {text!r}") from None
 
     return parse
 
@@ -33,10 +39,10 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run a benchmark matrix and print the comparison")
-    run.add_argument("--models", type=_csv(str), help="comma list, e.g. lr,mlp")
-    run.add_argument("--frameworks", type=_csv(str), help="comma list, e.g. fastapi,flask")
-    run.add_argument("--workers", type=_csv(int), help="comma list of worker counts, e.g. 1,2")
-    run.add_argument("--users", type=_csv(int), help="comma list of concurrent users, e.g. 50")
+    run.add_argument("--models", type=_csv(str, "names"), help="comma list, e.g. lr,mlp")
+    run.add_argument("--frameworks", type=_csv(str, "names"), help="comma list, e.g. fastapi,flask")
+    run.add_argument("--workers", type=_csv(_worker_count, "integers or auto"), help='comma list of worker counts, e.g. 1,2,auto')
+    run.add_argument("--users", type=_csv(int, "integers"), help="comma list of concurrent users, e.g. 50")
     run.add_argument("--spawn-rate", type=float, help="users started per second")
     run.add_argument("--duration", type=float, help="measured seconds per trial")
     run.add_argument("--warmup", type=float, help="seconds of load before measuring")

@@ -63,18 +63,26 @@ def check_answer(payload: Any, n_rows: int, classes: Sequence[int]) -> str | Non
     return None
 
 
+def describe_input(row: Sequence[float]) -> str:
+    shown = ", ".join(f"{v:.4g}" for v in row[:4])
+    return f"[{shown}, ... ({len(row)} features)]" if len(row) > 4 else f"[{shown}]"
+
+
 def compare_with_reference(payload: Any, meta: dict[str, Any], rows: slice = slice(None)) -> str | None:
-    """First difference between an answer and the model's reference outputs for its sample inputs, or None."""
+    """First difference between an answer and the model's reference outputs for its sample inputs, or None.
+
+    A difference names the sample input (its index among all samples, and its first values)."""
+    inputs = meta["samples"]["inputs"][rows]
     want_labels = meta["samples"]["predictions"][rows]
     want_proba = meta["samples"]["probabilities"][rows]
     problem = check_answer(payload, len(want_labels), meta["classes"])
     if problem:
         return problem
     for i, (label, got, want) in enumerate(zip(payload["predictions"], payload["probabilities"], want_proba, strict=True)):
+        where = f"sample input {i + (rows.start or 0)} {describe_input(inputs[i])}"
         if label != want_labels[i]:
-            return f"input {i}: label {label}, reference {want_labels[i]}"
+            return f"{where}: label {label}, reference {want_labels[i]}"
         diff = float(np.max(np.abs(np.asarray(got) - np.asarray(want))))
         if diff > PROBA_TOLERANCE:
-            return f"input {i}: probabilities differ by {diff:.2e} (> {PROBA_TOLERANCE:g}): {got} vs {want}"
+            return f"{where}: probabilities differ by {diff:.2e} (> {PROBA_TOLERANCE:g}): {got} vs reference {want}"
     return None
-

@@ -11,15 +11,18 @@ import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from servebench import paths
 
 MANIFEST_FILE = "manifest.toml"
-# Placeholders a manifest may use in `start`, `build` and `env`; the harness fills them in.
+# Placeholders a manifest may use in `start`, `build`, `prepare` and `env`; the harness fills them in.
+# `env_dir` is the server's build folder (a venv for Python servers); `python` is its interpreter.
 PLACEHOLDERS = frozenset(
     {"python", "host", "port", "workers", "model_path", "model_meta", "server_dir", "env_dir"}
 )
+# What each model format resolves `{model_path}` to: a key of the export's files (see models.py).
+ModelFormat = Literal["joblib", "onnx", "weights"]
 
 
 class ManifestError(ValueError):
@@ -40,12 +43,18 @@ class Manifest(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
-    language: Literal["python"]
+    language: Literal["python", "cpp"]
     description: str = ""
-    model_format: Literal["joblib", "onnx"]
+    model_format: ModelFormat
     protocol: Literal["servebench-v1"] = "servebench-v1"
-    requirements: str = "requirements.txt"
-    build: list[list[str]] = Field(default=[], description="Extra commands run in the server folder after install.")
+    requirements: str | None = Field(default=None, description="Python servers: pip requirements of their own venv.")
+    sources: list[str] = Field(
+        default=[], description="Files or folders outside the server folder that its build uses (hashed into the build key)."
+    )
+    build: list[list[str]] = Field(default=[], description="Commands run in the server folder after install.")
+    prepare: list[list[str]] = Field(
+        default=[], description="Commands run once per exported model before its first start (e.g. into a model store)."
+    )
     start: list[str] = Field(min_length=1)
     health_path: str = Field(default="/health", pattern=r"^/")
     start_timeout_s: float = Field(default=60.0, gt=0)
@@ -58,12 +67,20 @@ class Manifest(BaseModel):
     def _start_placeholders(cls, value: list[str]) -> list[str]:
         return _check_placeholders(value)
 
-    @field_validator("build")
+    @field_validator("build", "prepare")
     @classmethod
-    def _build_placeholders(cls, value: list[list[str]]) -> list[list[str]]:
+    def _command_placeholders(cls, value: list[list[str]]) -> list[list[str]]:
         for command in value:
+            if not command:
+                raise ValueError("a command must not be empty")
             _check_placeholders(command)
         return value
+
+    @model_validator(mode="after")
+    def _python_needs_requirements(self) -> "Manifest":
+        if self.language == "python" and not self.requirements:
+            raise ValueError("requirements: a Python server needs a requirements file for its venv")
+        return self
 
     @field_validator("env")
     @classmethod
@@ -72,8 +89,12 @@ class Manifest(BaseModel):
         return value
 
     @property
-    def requirements_path(self) -> Path:
-        return self.folder / self.requirements
+    def requirements_path(self) -> Path | None:
+        return self.folder / self.requirements if self.requirements else None
+
+    @property
+    def source_paths(self) -> list[Path]:
+        return [(self.folder / source).resolve() for source in self.sources]
 
 
 def render(template: str, values: dict[str, object]) -> str:
@@ -97,8 +118,11 @@ def load(folder: Path) -> Manifest:
         raise ManifestError(f"{path}: {problems}") from None
     if manifest.name != folder.name:
         raise ManifestError(f"{path}: name: {manifest.name!r} must equal the folder's name {folder.name!r}")
-    if not manifest.requirements_path.is_file():
+    if manifest.requirements_path and not manifest.requirements_path.is_file():
         raise ManifestError(f"{path}: requirements: {manifest.requirements_path} does not exist")
+    for source in manifest.source_paths:
+        if not source.exists():
+            raise ManifestError(f"{path}: sources: {source} does not exist")
     return manifest
 
 

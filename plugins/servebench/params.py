@@ -6,13 +6,19 @@ validation and the CLI reject the same inputs, each naming the field at fault.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+import os
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from servebench import manifest, models
 
 PositiveInt = Annotated[int, Field(ge=1)]
+AUTO_WORKERS = "auto"  # gunicorn's rule of thumb: (2 x cores) + 1
+
+
+def auto_workers() -> int:
+    return 2 * (os.cpu_count() or 1) + 1
 
 
 class ParamsError(ValueError):
@@ -28,7 +34,9 @@ class BenchmarkParams(BaseModel):
     frameworks: list[str] = Field(
         default=["fastapi", "flask"], min_length=1, description="Server frameworks (folders under servers/)."
     )
-    workers: list[PositiveInt] = Field(default=[1, 2], min_length=1, description="Worker counts to try.")
+    workers: list[PositiveInt | Literal["auto"]] = Field(
+        default=[1, 2], min_length=1, description='Worker counts to try; "auto" is (2 x cores) + 1.'
+    )
     users: list[PositiveInt] = Field(default=[50], min_length=1, description="Concurrent Locust users to try.")
     spawn_rate: float = Field(default=50.0, gt=0, description="Users started per second.")
     duration: float = Field(default=60.0, gt=0, description="Measured seconds per trial, after warm-up.")
@@ -59,18 +67,28 @@ class BenchmarkParams(BaseModel):
             raise ValueError(f"repeated values in {value}")
         return value
 
+    @property
+    def worker_counts(self) -> list[int]:
+        """The worker counts with "auto" resolved on this machine (a count named twice is run once)."""
+        counts = [auto_workers() if w == AUTO_WORKERS else w for w in self.workers]
+        return list(dict.fromkeys(counts))
+
 
 def parse(raw: dict[str, Any]) -> BenchmarkParams:
     """Validate raw parameters (DAG conf, CLI options) or raise ParamsError naming each bad field."""
     try:
         return BenchmarkParams.model_validate(raw)
     except ValidationError as exc:
-        problems = []
+        # A value that fits no member of a union (e.g. workers: int or "auto") fails once per member;
+        # those errors share a field once the union tags are dropped from their location, and are merged.
+        problems: dict[str, list[str]] = {}
         for err in exc.errors():
-            field = ".".join(str(p) for p in err["loc"]) or "params"
+            loc = err["loc"]
+            field = ".".join(str(p) for p in loc[:1] + tuple(p for p in loc[1:] if isinstance(p, int)))
             got = f" (got {err['input']!r})" if "input" in err and not isinstance(err["input"], dict) else ""
-            problems.append(f"{field}: {err['msg']}{got}")
-        raise ParamsError("invalid benchmark parameters: " + "; ".join(problems)) from None
+            problems.setdefault(field or "params", []).append(f"{err['msg']}{got}")
+        merged = [f"{field}: {' or '.join(messages)}" for field, messages in problems.items()]
+        raise ParamsError("invalid benchmark parameters: " + "; ".join(merged)) from None
 
 
 def json_schemas() -> dict[str, dict[str, Any]]:

@@ -71,6 +71,9 @@ def summarize(parent_id: str, planned: list[TrialSpec], tracker: Tracker) -> sum
     result = summary.Summary(rows, files)
     tracker.close_parent(parent_id, failed=bool(result.failed))
     log.info("summary of %d trials (%d not ok) logged to parent run %s", len(rows), len(result.failed), parent_id)
+    for row in result.parity_failures:
+        log.error("not load-tested, answers differ from the reference: %s/%s/w%s: %s",
+                  row["model"], row["framework"], row["workers"], row["notes"])  # fmt: skip
     return result
 
 

@@ -41,6 +41,6 @@ def plan(params: BenchmarkParams) -> list[TrialSpec]:
     return [
         TrialSpec(model, framework, workers, users, params.spawn_rate, params.duration, params.warmup)
         for model, framework, workers, users in itertools.product(
-            params.models, params.frameworks, params.workers, params.users
+            params.models, params.frameworks, params.worker_counts, params.users
         )
     ]

@@ -21,6 +21,7 @@ COLUMNS: list[tuple[str, str, str]] = [
     ("workers", "workers", "s"),
     ("users", "users", "s"),
     ("status", "status", "s"),
+    ("parity", "parity", "s"),
     ("rps", "rps", ".0f"),
     ("p50 ms", "latency_ms_p50", ".2f"),
     ("p95 ms", "latency_ms_p95", ".2f"),
@@ -43,6 +44,11 @@ class Summary:
     def failed(self) -> list[dict[str, Any]]:
         return [r for r in self.rows if r["status"] != "ok"]
 
+    @property
+    def parity_failures(self) -> list[dict[str, Any]]:
+        """Configurations not load-tested because their answers differ from the reference model's."""
+        return [r for r in self.rows if r.get("parity") == "fail"]
+
     def text(self) -> str:
         return format_table(self.rows)
 
@@ -57,7 +63,7 @@ def rows_from_runs(runs: Iterable[Any], planned: list[TrialSpec] | None = None) 
         row: dict[str, Any] = {
             "model": p.get("model"), "framework": p.get("framework"),
             "workers": int(p.get("workers", 0)), "users": int(p.get("users", 0)),
-            "status": t.get(TAG_STATUS, "unknown"), "run_id": run.info.run_id, **m,
+            "status": t.get(TAG_STATUS, "unknown"), "parity": p.get("parity"), "run_id": run.info.run_id, **m,
         }  # fmt: skip
         if "error_rate" in m:
             row["error_pct"] = 100.0 * m["error_rate"]

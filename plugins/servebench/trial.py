@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from servebench import build, loadgen, manifest, metrics, models
-from servebench.readiness import wait_ready
+from servebench.parity import ParityReport
+from servebench.readiness import ParityFailed, wait_ready
 from servebench.runner.base import Runner, ServerFailed
-from servebench.runner.local import THREAD_CAPS, LocalProcessRunner
+from servebench.runner.local import LocalProcessRunner
 from servebench.sampler import ResourceSampler, Sample
 from servebench.spec import TrialSpec
 
@@ -59,7 +60,10 @@ def run_trial(spec: TrialSpec, out_dir: Path, runner: Runner | None = None) -> T
         log.error("trial %s failed: %s%s", spec.run_name, reason, f"\n--- server log (tail) ---\n{tail}" if tail else "")
         if not isinstance(exc, ServerFailed):
             log.debug("trial %s traceback", spec.run_name, exc_info=True)
-        result = TrialResult(spec, "failed", reason=reason, out_dir=out_dir, log_tail=tail)
+        context = {}
+        if isinstance(exc, ParityFailed):
+            context["parity"] = _write_parity(out_dir, exc.report)
+        result = TrialResult(spec, "failed", reason=reason, context=context, out_dir=out_dir, log_tail=tail)
     (out_dir / "result.json").write_text(json.dumps(result.to_dict(), indent=1))
     return result
 
@@ -72,12 +76,16 @@ def _measure(spec: TrialSpec, out_dir: Path, runner: Runner) -> TrialResult:
         "backend": runner.name,
         "model_key": model.key,
         "server_env": built.env_dir.name,
-        "inference_threads": THREAD_CAPS["OMP_NUM_THREADS"],
+        "inference_threads": build.THREAD_CAPS["OMP_NUM_THREADS"],
     }
     server = runner.start(built, model, spec.workers, out_dir / "server.log")
     try:
-        cold_start_s = wait_ready(server, server_manifest.health_path, model.meta, server_manifest.start_timeout_s)
-        log.info("trial %s: ready after %.2fs at %s; loading", spec.run_name, cold_start_s, server.base_url)
+        cold_start_s, parity_report = wait_ready(server, server_manifest.health_path, model.meta, server_manifest.start_timeout_s)
+        context["parity"] = _write_parity(out_dir, parity_report)
+        log.info(
+            "trial %s: ready after %.2fs at %s, answers match the reference (max difference %.1e); loading",
+            spec.run_name, cold_start_s, server.base_url, parity_report.max_abs_diff or 0.0,
+        )  # fmt: skip
         load_spec = loadgen.LoadSpec(
             host=server.base_url, meta_path=str(model.meta_path), users=spec.users,
             spawn_rate=spec.spawn_rate, duration_s=spec.duration_s, warmup_s=spec.warmup_s,
@@ -93,6 +101,8 @@ def _measure(spec: TrialSpec, out_dir: Path, runner: Runner) -> TrialResult:
     _write_samples(out_dir / "resources.csv", sampler.samples)
     figures, flags = metrics.trial_metrics(load, server_samples, loadgen_samples)
     figures["cold_start_s"] = cold_start_s
+    if parity_report.max_abs_diff is not None:
+        figures["parity_max_abs_diff"] = parity_report.max_abs_diff
     context.update(server_exit_code=str(stop.exit_code), stop_graceful=str(stop.graceful).lower())
     problems = []
     if exit_during_load is not None:
@@ -123,6 +133,12 @@ def _measure(spec: TrialSpec, out_dir: Path, runner: Runner) -> TrialResult:
         f"{figures['latency_ms_p99']:.2f}" if "latency_ms_p99" in figures else "n/a", 100 * figures["error_rate"],
     )  # fmt: skip
     return result
+
+
+def _write_parity(out_dir: Path, report: ParityReport) -> str:
+    """parity.json beside the other artifacts; returns "pass" or "fail" for the trial's params."""
+    (out_dir / "parity.json").write_text(json.dumps(report.to_dict(), indent=1))
+    return "pass" if report.passed else "fail"
 
 
 def _write_samples(path: Path, samples: list[Sample]) -> None:

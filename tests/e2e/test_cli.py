@@ -8,7 +8,7 @@ import signal
 import subprocess
 from pathlib import Path
 
-from servebench.readiness import request
+from servebench.httpclient import request
 from servebench.runner.local import free_port
 from servebench.tracker import Tracker
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +41,7 @@ def test_a_server_that_exits_fails_its_trial_with_its_log(tmp_path: Path, no_lef
 
 
 def test_wrong_answers_are_caught_before_and_during_load(start_server, exports, tmp_path: Path) -> None:
-    with pytest.raises(ServerFailed, match="wrong answer to a single sample input: probabilities sum to 0.9"):
+    with pytest.raises(ServerFailed, match="parity: wrong answer to a single sample input: probabilities sum to 0.9"):
         start_server("wrong")
     server = start_server("wrong", ready=False)
     wait_healthy(server, "/health", 20)
@@ -56,3 +57,22 @@ def test_loadgen_against_nothing_counts_failures(exports, tmp_path: Path) -> Non
     spec = loadgen.LoadSpec(f"http://127.0.0.1:{free_port()}", str(exports["lr"].meta_path), 2, 10, 2, 0, 1.0)
     load = loadgen.run(spec, tmp_path)
     assert load.requests > 0 and load.failures == load.requests
+
+
+def test_a_server_that_disagrees_with_the_reference_is_not_load_tested(tmp_path: Path, no_leftover_processes: None) -> None:
+    from servebench.tracker import Tracker
+
+    result = run_trial(TrialSpec("lr", "drifting", 1, 4, 4.0, 2.0, 0.0), tmp_path)
+    assert result.status == "failed" and result.context == {"parity": "fail"}
+    assert result.reason.startswith("parity: wrong answer to a batch of 16 sample inputs: sample input 5 [")
+    assert "probabilities differ by 2.00e-04 (> 1e-05)" in result.reason
+    assert not (tmp_path / "locust_stats.csv").exists()  # no load was sent
+    report = json.loads((tmp_path / "parity.json").read_text())
+    assert report["passed"] is False and [c["problem"] is None for c in report["checks"]] == [True, False]
+    assert report["checks"][1]["max_abs_diff"] == pytest.approx(2e-4, rel=1e-3)
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    parent = tracker.open_parent("parity-test", "parity", {"models": ["lr"]}, {})
+    run = tracker.client.get_run(tracker.log_trial(parent, result))
+    assert run.data.params["parity"] == "fail" and run.data.tags["servebench.failure_reason"] == result.reason
+    artifacts = {a.path for a in tracker.client.list_artifacts(run.info.run_id)}
+    assert "parity.json" in artifacts and "server.log" in artifacts

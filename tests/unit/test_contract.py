@@ -36,7 +36,7 @@ def test_reference_comparison_finds_the_first_difference() -> None:
     off_by_little = {"predictions": [2, 0], "probabilities": [[0.1 + 4e-6, 0.2 - 4e-6, 0.7], [0.6, 0.3, 0.1]]}
     assert contract.compare_with_reference(off_by_little, META) is None
     off_by_more = {"predictions": [2, 0], "probabilities": [[0.1, 0.2, 0.7], [0.6 + 1e-4, 0.3 - 1e-4, 0.1]]}
-    assert "input 1: probabilities differ by 1.00e-04" in contract.compare_with_reference(off_by_more, META)
+    assert "sample input 1 [" in contract.compare_with_reference(off_by_more, META) and "probabilities differ by 1.00e-04" in contract.compare_with_reference(off_by_more, META)
     assert contract.compare_with_reference({"predictions": [0], "probabilities": [[0.6, 0.3, 0.1]]}, META, slice(1, 2)) is None
 
 

@@ -10,6 +10,7 @@ VALID = """
 name = "{name}"
 language = "python"
 model_format = "joblib"
+requirements = "requirements.txt"
 start = ["{{python}}", "-m", "server", "--port", "{{port}}", "--workers", "{{workers}}"]
 """
 
@@ -23,10 +24,9 @@ def write_server(root: Path, name: str, text: str, requirements: bool = True) ->
     return folder
 
 
-@pytest.mark.parametrize("name", ["fastapi", "flask"])
-def test_shipped_manifests_are_valid(name: str) -> None:
-    loaded = manifest.load(REPO / "servers" / name)
-    assert loaded.name == name and loaded.protocol == "servebench-v1"
+def test_shipped_manifests_are_valid(shipped_server: str) -> None:
+    loaded = manifest.load(REPO / "servers" / shipped_server)
+    assert loaded.name == shipped_server and loaded.protocol == "servebench-v1"
     assert any("{workers}" in part for part in loaded.start) and any("{port}" in part for part in loaded.start)
 
 
@@ -69,3 +69,29 @@ def test_search_path_first_folder_wins_and_private_folders_are_skipped(tmp_path:
     assert manifest.discover() == {"mine": first / "mine", "theirs": second / "theirs"}
     with pytest.raises(ManifestError, match="unknown framework 'nope'; known: \\['mine', 'theirs'\\]"):
         manifest.get("nope")
+
+
+def test_native_servers_need_no_requirements_and_python_servers_do(tmp_path: Path) -> None:
+    native = VALID.format(name="native").replace('language = "python"', 'language = "cpp"')
+    native = native.replace('requirements = "requirements.txt"\n', 'sources = ["../src"]\nbuild = [["make"]]\n')
+    (tmp_path / "src").mkdir()
+    loaded = manifest.load(write_server(tmp_path, "native", native, requirements=False))
+    assert loaded.requirements_path is None and loaded.source_paths == [(tmp_path / "src").resolve()]
+    no_reqs = VALID.format(name="mine").replace('requirements = "requirements.txt"\n', "")
+    with pytest.raises(ManifestError, match="a Python server needs a requirements file"):
+        manifest.load(write_server(tmp_path, "mine", no_reqs))
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ('sources = ["../nowhere"]\n', "sources: .*nowhere does not exist"),
+        ("prepare = [[]]\n", "prepare: Value error, a command must not be empty"),
+        ('prepare = [["{python}", "{model}"]]\n', "prepare: Value error, unknown placeholder {model}"),
+        ('model_format = "pickle"\n', "model_format: Input should be 'joblib', 'onnx' or 'weights'"),
+    ],
+)
+def test_new_fields_are_checked(tmp_path: Path, extra: str, expected: str) -> None:
+    text = VALID.format(name="mine").replace('model_format = "joblib"\n', "" if "model_format" in extra else 'model_format = "joblib"\n')
+    with pytest.raises(ManifestError, match=expected):
+        manifest.load(write_server(tmp_path, "mine", text + extra))

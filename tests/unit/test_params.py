@@ -46,7 +46,18 @@ def test_every_bad_field_is_reported_at_once() -> None:
 def test_json_schemas_enumerate_known_choices() -> None:
     schemas = json_schemas()
     assert set(schemas) == set(BenchmarkParams.model_fields)
-    assert schemas["frameworks"]["items"]["enum"] == ["broken", "fastapi", "flask", "wrong"]  # fixtures are on the path
+    frameworks = schemas["frameworks"]["items"]["enum"]
+    assert {"broken", "fastapi", "fastapi-gunicorn", "flask", "wrong"} <= set(frameworks)  # fixtures are on the path
+    assert frameworks == sorted(frameworks) and "_common" not in frameworks
     assert schemas["models"]["items"]["enum"] == ["lr", "mlp"]
-    assert schemas["workers"]["items"] == {"type": "integer", "minimum": 1}
+    assert schemas["workers"]["items"] == {"anyOf": [{"type": "integer", "minimum": 1}, {"type": "string", "const": "auto"}]}
     assert schemas["duration"]["exclusiveMinimum"] == 0
+
+
+def test_auto_workers_follow_gunicorns_rule_and_bad_counts_say_what_is_allowed(monkeypatch) -> None:
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    assert parse({"workers": [1, "auto"]}).worker_counts == [1, 5]
+    assert parse({"workers": [5, "auto"]}).worker_counts == [5]  # the same count runs once
+    with pytest.raises(ParamsError) as err:
+        parse({"workers": ["many"]})
+    assert "workers.0: Input should be a valid integer (got 'many') or Input should be 'auto' (got 'many')" in str(err.value)

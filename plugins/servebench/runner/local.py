@@ -12,17 +12,13 @@ from pathlib import Path
 
 import psutil
 
+from servebench import build
 from servebench.build import BuiltServer
 from servebench.manifest import render
 from servebench.models import ExportedModel
 from servebench.runner.base import HOST, Runner, ServerFailed, ServerHandle, StopReport
 
 log = logging.getLogger(__name__)
-
-# Servers get a clean environment: nothing of the harness's venv, Airflow or MLflow leaks into them.
-INHERITED_ENV = ("HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "SSL_CERT_FILE")
-# One math thread per worker process: the worker count is the only parallelism knob, and it is logged.
-THREAD_CAPS = {name: "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
 
 
 def free_port() -> int:
@@ -99,27 +95,11 @@ class LocalProcessRunner(Runner):
         self, built: BuiltServer, model: ExportedModel, workers: int, log_path: Path, port: int | None = None
     ) -> LocalServer:
         manifest = built.manifest
+        build.prepare(built, model)  # once per model export: e.g. into the framework's model store
         port = port or free_port()
-        values = {
-            "python": built.python,
-            "host": HOST,
-            "port": port,
-            "workers": workers,
-            "model_path": model.path(manifest.model_format),
-            "model_meta": model.meta_path,
-            "server_dir": manifest.folder.resolve(),
-            "env_dir": built.env_dir,
-        }
+        values = {**built.values(model), "host": HOST, "port": port, "workers": workers}
         argv = [render(part, values) for part in manifest.start]
-        env = {k: os.environ[k] for k in INHERITED_ENV if k in os.environ}
-        env.update(THREAD_CAPS)
-        env.update(
-            PATH=f"{built.env_dir / 'bin'}:/usr/local/bin:/usr/bin:/bin",
-            PYTHONUNBUFFERED="1",
-            SERVEBENCH_MODEL_PATH=str(values["model_path"]),
-            SERVEBENCH_MODEL_META=str(model.meta_path),
-        )
-        env.update({k: render(v, values) for k, v in manifest.env.items()})
+        env = built.environment(values, model)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         log.info("server %s: starting %s", manifest.name, " ".join(argv))
         with open(log_path, "ab") as log_file:
