@@ -17,6 +17,18 @@ from servebench import manifest, paths
 from servebench.spec import TrialSpec
 from servebench.trial import run_trial
 
+# Targets for `lr` with one worker (issue 4): server CPU µs per request, and resident MB where one is set.
+TARGETS: dict[str, tuple[float, float | None]] = {"cpp": (40, 30), "cpp-crow": (40, 30), "fastapi": (200, None), "flask": (600, None)}
+
+
+def verdict(framework: str, model: str, workers: int, cpu_us: float, rss_mb: float) -> str:
+    if model != "lr" or workers != 1 or framework not in TARGETS:
+        return ""
+    max_us, max_mb = TARGETS[framework]
+    target = f"≤{max_us:.0f} µs" + (f", ≤{max_mb:.0f} MB" if max_mb else "")
+    met = cpu_us <= max_us and (max_mb is None or rss_mb <= max_mb)
+    return f"{'met' if met else 'MISSED'} ({target})"
+
 
 def main() -> None:
     parser = _options.parser(__doc__, duration=20.0)
@@ -26,7 +38,7 @@ def main() -> None:
     parser.add_argument("--workers", default="1", help="comma list of worker counts")
     args = _options.parse(parser)
     print(f"model {args.model}")
-    print(f"{'framework':18} {'workers':>7} {'rps':>7} {'p50 ms':>7} {'p99 ms':>7} {'cpu µs/req':>10} {'cpu %':>6} {'rss MB':>7}  flags")
+    print(f"{'framework':18} {'workers':>7} {'rps':>7} {'p50 ms':>7} {'p99 ms':>7} {'cpu µs/req':>10} {'cpu %':>6} {'rss MB':>7}  {'target':24} flags")
     with tempfile.TemporaryDirectory(prefix="servebench-bench-") as tmp:
         for framework in args.frameworks.split(","):
             for workers in (int(w) for w in args.workers.split(",")):
@@ -39,7 +51,9 @@ def main() -> None:
                 print(
                     f"{framework:18} {workers:7d} {m['rps']:7.0f} {m['latency_ms_p50']:7.2f} "
                     f"{m.get('latency_ms_p99', float('nan')):7.2f} {m['server_cpu_us_per_request']:10.0f} "
-                    f"{m['server_cpu_percent_avg']:6.0f} {m['server_rss_mb_max']:7.0f}  {','.join(result.flags)}"
+                    f"{m['server_cpu_percent_avg']:6.0f} {m['server_rss_mb_max']:7.0f}  "
+                    f"{verdict(framework, args.model, workers, m['server_cpu_us_per_request'], m['server_rss_mb_max']):24} "
+                    f"{','.join(result.flags)}"
                 )
 
 

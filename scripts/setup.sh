@@ -8,8 +8,9 @@ cd "$ROOT"
 log() { printf '\033[1m[setup]\033[0m %s\n' "$*" >&2; }
 
 # --- Debian packages ---------------------------------------------------------
-# python3-venv: Debian's Python lacks venv/ensurepip without it.
-APT_PACKAGES=(python3-venv ca-certificates)
+# python3-venv: Debian's Python lacks venv/ensurepip without it. The C++ server (cpp/) builds with
+# CMake from Debian's Boost (Beast/Asio), Asio (for the Crow flavour), RapidJSON and Eigen headers.
+APT_PACKAGES=(python3-venv ca-certificates g++ make cmake libboost-dev libasio-dev rapidjson-dev libeigen3-dev)
 PYTHON="${PYTHON:-$(command -v python3.11 || command -v python3)}"
 need_apt=()
 "$PYTHON" -c 'import ensurepip, venv' 2>/dev/null || need_apt+=(python3-venv)

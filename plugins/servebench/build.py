@@ -77,9 +77,11 @@ def constraints_for(manifest: Manifest) -> str:
 
 
 def _tree_digest(path: Path) -> str:
-    """Hash of a file, or of every file under a folder (by relative path and content)."""
+    """Hash of a file, or of every file under a folder (by relative path and content; build outputs,
+    caches and hidden files left out, so an in-tree build does not change the key)."""
     digest = hashlib.sha256()
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    skipped = lambda p: any(part == "__pycache__" or part.startswith(("build", ".")) for part in p.relative_to(path).parts)  # noqa: E731
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file() and not skipped(p))
     for file in files:
         digest.update(str(file.relative_to(path.parent)).encode() + b"\0" + file.read_bytes())
     return digest.hexdigest()

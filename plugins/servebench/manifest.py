@@ -56,6 +56,9 @@ class Manifest(BaseModel):
         default=[], description="Commands run once per exported model before its first start (e.g. into a model store)."
     )
     start: list[str] = Field(min_length=1)
+    worker_unit: Literal["process", "thread", "replica"] = Field(
+        default="process", description="What one of the N workers is: a process, a thread of one process, a replica."
+    )
     health_path: str = Field(default="/health", pattern=r"^/")
     start_timeout_s: float = Field(default=60.0, gt=0)
     stop_grace_s: float = Field(default=10.0, gt=0)

@@ -1,4 +1,5 @@
-"""Train and export the benchmark models: joblib, ONNX and a metadata file every server and test relies on.
+"""Train and export the benchmark models: joblib, ONNX, dense weights (weights.py, for native servers) and a
+metadata file every server and test relies on.
 
 Exports are cached by a key over the recipe and the library versions, so a nightly run re-trains only
 when something that changes the model changed. Data is generated (nothing is downloaded).
@@ -18,11 +19,11 @@ from importlib import metadata as pkg_metadata
 from pathlib import Path
 from typing import Any
 
-from servebench import paths
+from servebench import paths, weights
 
 log = logging.getLogger(__name__)
 
-EXPORT_FORMAT = 1  # bump when the files or metadata written below change
+EXPORT_FORMAT = 2  # bump when the files or metadata written below change
 N_SAMPLES_CHECKED = 16  # fixed inputs with reference outputs: cold-start check, parity and tests
 
 
@@ -160,8 +161,8 @@ def _train_and_write(recipe: Recipe, key: str, out: Path) -> None:
     joblib.dump(model, out / "model.joblib")
     onnx_bytes = _to_onnx(model, X_train)
     (out / "model.onnx").write_bytes(onnx_bytes)
-
     samples = X_test[:N_SAMPLES_CHECKED]
+    weights_header = weights.write(model, out, samples)  # for native servers; checked against the model
     reference_proba = model.predict_proba(samples)
     onnx_labels, onnx_proba = _run_onnx(onnx_bytes, samples)
     onnx_error = float(np.max(np.abs(onnx_proba - reference_proba)))
@@ -179,9 +180,10 @@ def _train_and_write(recipe: Recipe, key: str, out: Path) -> None:
         "train_seconds": round(train_seconds, 3),
         "onnx_max_abs_error": onnx_error,
         "versions": {p: pkg_metadata.version(p) for p in ("scikit-learn", "numpy", "scipy", "joblib", "skl2onnx")},
+        "weights_max_abs_error": weights_header["max_abs_error"],
         "files": {
             fmt: {"path": fname, "sha256": hashlib.sha256((out / fname).read_bytes()).hexdigest()}
-            for fmt, fname in (("joblib", "model.joblib"), ("onnx", "model.onnx"))
+            for fmt, fname in (("joblib", "model.joblib"), ("onnx", "model.onnx"), ("weights", weights.HEADER_FILE))
         },
         # Load tests draw inputs from this seeded Gaussian, fitted to the training data.
         "generator": {

@@ -76,6 +76,7 @@ def _measure(spec: TrialSpec, out_dir: Path, runner: Runner) -> TrialResult:
         "backend": runner.name,
         "model_key": model.key,
         "server_env": built.env_dir.name,
+        "worker_unit": server_manifest.worker_unit,
         "inference_threads": build.THREAD_CAPS["OMP_NUM_THREADS"],
     }
     server = runner.start(built, model, spec.workers, out_dir / "server.log")

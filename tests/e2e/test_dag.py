@@ -11,8 +11,9 @@ from servebench.tracker import Tracker
 
 from .conftest import BIN, run
 
+SERVING = ("fastapi", "flask", "bentoml", "cpp")  # fixtures: `broken` exits, `drifting` answers one input wrongly
 CONF = {
-    "models": ["lr", "mlp"], "frameworks": ["fastapi", "flask", "broken"], "workers": [1, 2], "users": [8],
+    "models": ["lr", "mlp"], "frameworks": [*SERVING, "broken", "drifting"], "workers": [1, 2], "users": [8],
     "spawn_rate": 20, "duration": 5, "warmup": 1, "experiment": "e2e",
 }  # fmt: skip
 
@@ -36,9 +37,9 @@ def test_every_trial_is_a_child_run_with_sound_figures(dag_run: dict, no_leftove
     assert parent.data.tags["trigger"] == "manual" and parent.data.tags["airflow.dag_run_id"]
     assert all(parent.data.tags[f"model.{m}.sklearn_uri"].startswith("models:/") for m in ("lr", "mlp"))
     children = {(r.data.params["model"], r.data.params["framework"], r.data.params["workers"]): r for r in tracker.trial_runs(parent_id)}
-    assert set(children) == {(m, fw, w) for m in ("lr", "mlp") for fw in ("fastapi", "flask", "broken") for w in ("1", "2")}
+    assert set(children) == {(m, fw, w) for m in ("lr", "mlp") for fw in CONF["frameworks"] for w in ("1", "2")}
     for (model, framework, _), child in children.items():
-        if framework == "broken":
+        if framework not in SERVING:
             continue
         m = child.data.metrics
         assert child.info.status == "FINISHED" and child.data.tags["servebench.status"] == "ok"
@@ -50,6 +51,7 @@ def test_every_trial_is_a_child_run_with_sound_figures(dag_run: dict, no_leftove
         if model == "lr":  # thousands of requests: every percentile up to p99 must be there
             assert m["latency_ms_p50"] <= m["latency_ms_p95"] <= m["latency_ms_p99"] <= m["latency_ms_max"]
         assert m["server_cpu_percent_avg"] > 0 and m["server_rss_mb_avg"] > 0 and m["server_rss_mb_max"] > 0
+        assert child.data.params["parity"] == "pass" and m["parity_max_abs_diff"] <= 1e-5
         assert child.data.params["model"] == model and child.data.params["users"] == "8"
         assert child.data.params["duration_s"] == "5.0" and child.data.params["warmup_s"] == "1.0"
         assert len(tracker.client.get_metric_history(child.info.run_id, "series/rps")) >= 2
@@ -69,7 +71,7 @@ def test_a_failing_server_fails_only_its_configurations(dag_run: dict) -> None:
         assert "broken server: cannot load model" in Path(tail).read_text()
     assert "broken server: cannot load model" in dag_run["output"]  # the tail is in the task log too
     summary_md = Path(tracker.client.download_artifacts(parent_id, "summary/summary.md")).read_text()
-    assert "| lr | broken | 1 | 8 | failed |" in summary_md and "exited with code 3" in summary_md
+    assert "| lr | broken | 1 | 8 | failed | - |" in summary_md and "exited with code 3" in summary_md
     # everything was logged, and then the run went red
     assert [r["state"] for r in dag_run["runs"]] == ["failed"]
     assert tracker.client.get_run(parent_id).info.status == "FAILED"
@@ -82,3 +84,20 @@ def test_invalid_conf_is_rejected_before_any_run(dag_run: dict, airflow_env: dic
     output = proc.stdout + proc.stderr
     assert proc.returncode != 0 and "Invalid input for param workers: 0 is less than the minimum of 1" in output
     assert dag_runs(airflow_env) == dag_run["runs"]  # no run was created
+
+
+def test_a_server_whose_answers_differ_is_not_load_tested_and_is_listed(dag_run: dict) -> None:
+    tracker = Tracker()
+    parent_id = tracker.latest_parent("e2e")
+    drifting = [r for r in tracker.trial_runs(parent_id) if r.data.params["framework"] == "drifting"]
+    assert len(drifting) == 4
+    for child in drifting:
+        assert child.info.status == "FAILED" and child.data.params["parity"] == "fail"
+        reason = child.data.tags["servebench.failure_reason"]
+        assert reason.startswith("parity: wrong answer to a batch of 16 sample inputs: sample input 5 [")
+        assert "rps" not in child.data.metrics  # never load-tested
+        report = json.loads(Path(tracker.client.download_artifacts(child.info.run_id, "parity.json")).read_text())
+        assert report["passed"] is False
+    summary_md = Path(tracker.client.download_artifacts(parent_id, "summary/summary.md")).read_text()
+    assert "| mlp | drifting | 2 | 8 | failed | fail |" in summary_md
+    assert "not load-tested, answers differ from the reference: lr/drifting/w1: parity: wrong answer" in dag_run["output"]
