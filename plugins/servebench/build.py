@@ -181,7 +181,9 @@ def prepare(built: BuiltServer, model: ExportedModel) -> None:
     manifest = built.manifest
     if not manifest.prepare:
         return
-    marker = built.env_dir / f".servebench-prepared-{model.name}-{model.key}"
+    # The server's own code goes into the key too: what `prepare` makes (e.g. a Bento) embeds it.
+    code = hashlib.sha256("".join(_tree_digest(p) for p in [manifest.folder, *manifest.source_paths]).encode()).hexdigest()
+    marker = built.env_dir / f".servebench-prepared-{model.name}-{model.key}-{code[:12]}"
     with _locked(built):
         if marker.exists():
             return

@@ -101,8 +101,13 @@ class Manifest(BaseModel):
 
 
 def render(template: str, values: dict[str, object]) -> str:
-    """Fill a manifest template's placeholders."""
-    return template.format_map(values)
+    """Fill a manifest template's placeholders; ManifestError for one not known at this stage."""
+    try:
+        return template.format_map(values)
+    except KeyError as exc:
+        raise ManifestError(
+            f"placeholder {{{exc.args[0]}}} in {template!r} has no value here (known at this stage: {sorted(values)})"
+        ) from None
 
 
 def load(folder: Path) -> Manifest:
