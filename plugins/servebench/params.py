@@ -14,6 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from servebench import manifest, models
 
 PositiveInt = Annotated[int, Field(ge=1)]
+# Every shipped server that builds from PyPI and Debian alone (cpp-crow needs Crow's source: opt in).
+NIGHTLY_FRAMEWORKS = ("fastapi", "fastapi-gunicorn", "flask", "bentoml", "bentoml-batching", "cpp", "ray-serve")
 AUTO_WORKERS = "auto"  # gunicorn's rule of thumb: (2 x cores) + 1
 
 
@@ -32,7 +34,7 @@ class BenchmarkParams(BaseModel):
 
     models: list[str] = Field(default=["lr", "mlp"], min_length=1, description="Models to serve.")
     frameworks: list[str] = Field(
-        default=["fastapi", "flask"], min_length=1, description="Server frameworks (folders under servers/)."
+        default=list(NIGHTLY_FRAMEWORKS), min_length=1, description="Server frameworks (folders under servers/)."
     )
     workers: list[PositiveInt | Literal["auto"]] = Field(
         default=[1, 2], min_length=1, description='Worker counts to try; "auto" is (2 x cores) + 1.'
