@@ -59,13 +59,14 @@ class BuiltServer:
             values.update(model_path=model.path(self.manifest.model_format), model_meta=model.meta_path)
         return values
 
-    def environment(self, values: dict[str, object], model: ExportedModel | None = None) -> dict[str, str]:
-        """The clean environment the server's commands run in, with the manifest's `env` filled in."""
+    def environment(self, values: dict[str, object]) -> dict[str, str]:
+        """The clean environment the server's commands run in, with the manifest's `env` filled in
+        (and the model's files, when `values` has them)."""
         env = {k: os.environ[k] for k in INHERITED_ENV if k in os.environ}
         env.update(THREAD_CAPS)
         env.update(PATH=f"{self.env_dir / 'bin'}:/usr/local/bin:/usr/bin:/bin", PYTHONUNBUFFERED="1")
-        if model is not None:
-            env.update(SERVEBENCH_MODEL_PATH=str(values["model_path"]), SERVEBENCH_MODEL_META=str(model.meta_path))
+        if "model_path" in values:
+            env.update(SERVEBENCH_MODEL_PATH=str(values["model_path"]), SERVEBENCH_MODEL_META=str(values["model_meta"]))
         env.update({k: render(v, values) for k, v in self.manifest.env.items()})
         return env
 
@@ -189,7 +190,7 @@ def prepare(built: BuiltServer, model: ExportedModel) -> None:
             return
         started = time.monotonic()
         values = built.values(model)
-        env = built.environment(values, model)
+        env = built.environment(values)
         for i, command in enumerate(manifest.prepare, 1):
             log.info("server %s: preparing model %s, step %d/%d", manifest.name, model.name, i, len(manifest.prepare))
             _run(f"preparing model {model.name}, step {i}", [render(part, values) for part in command], cwd=manifest.folder, env=env)

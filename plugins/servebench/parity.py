@@ -53,15 +53,17 @@ class ParityReport:
 def _compare(status: int, payload: Any, meta: dict[str, Any], rows: slice) -> tuple[float | None, str | None]:
     if status != 200:
         return None, f"HTTP {status}: {str(payload)[:300]}"
-    problem = contract.compare_with_reference(payload, meta, rows)
-    if contract.check_answer(payload, len(meta["samples"]["inputs"][rows]), meta["classes"]) is not None:
-        return None, problem  # broke the contract itself: there is no difference to measure
+    broken = contract.check_answer(payload, len(meta["samples"]["inputs"][rows]), meta["classes"])
+    if broken:
+        return None, broken  # broke the contract itself: there is no difference to measure
     got = np.asarray(payload["probabilities"], dtype=float)
-    return float(np.max(np.abs(got - np.asarray(meta["samples"]["probabilities"][rows])))), problem
+    diff = float(np.max(np.abs(got - np.asarray(meta["samples"]["probabilities"][rows]))))
+    return diff, contract.first_difference(payload, meta, rows)
 
 
-def check(base_url: str, meta: dict[str, Any], stop_at_first: bool = True) -> ParityReport:
-    """Send the sample inputs, one alone then all in a batch, and compare each answer with the reference."""
+def check(base_url: str, meta: dict[str, Any]) -> ParityReport:
+    """Send the sample inputs, one alone then all in a batch, and compare each answer with the reference;
+    stops at the first answer that differs."""
     inputs = meta["samples"]["inputs"]
     checks: list[ParityCheck] = []
     first_correct_at = None
@@ -71,6 +73,6 @@ def check(base_url: str, meta: dict[str, Any], stop_at_first: bool = True) -> Pa
         checks.append(ParityCheck(name, status, diff, problem))
         if problem is None and first_correct_at is None:
             first_correct_at = time.monotonic()
-        if problem and stop_at_first:
+        if problem:
             break
     return ParityReport(tuple(checks), first_correct_at)

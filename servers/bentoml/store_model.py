@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 HERE = Path(__file__).resolve().parent
 COMMON = HERE.parent / "_common" / "servebench_model.py"
@@ -32,17 +33,24 @@ def model_tag(meta: dict) -> str:
     return f"servebench-{meta['name']}:{meta['key']}"
 
 
-def import_model(model_path: Path, meta_path: Path, meta: dict) -> str:
-    import bentoml
+def _stored(get: Callable[[str], object], tag: str) -> bool:
+    """Whether the store already holds `tag` (`get` is bentoml.models.get or bentoml.bentos.get)."""
     from bentoml.exceptions import NotFound
 
-    tag = model_tag(meta)
     try:
-        bentoml.models.get(tag)
+        get(tag)
+    except NotFound:
+        return False
+    return True
+
+
+def import_model(model_path: Path, meta_path: Path, meta: dict) -> str:
+    import bentoml
+
+    tag = model_tag(meta)
+    if _stored(bentoml.models.get, tag):
         print(f"model {tag} already in the store", file=sys.stderr)
         return tag
-    except NotFound:
-        pass
     with bentoml.models.create(
         tag,
         labels={"servebench.model": meta["name"], "format": "onnx"},
@@ -58,19 +66,15 @@ def build_bento(tag: str, meta: dict, build_options: list[str]) -> str:
     """`bentoml build` from a staged folder holding the service and the shared core (a Bento must be
     self-contained: the core lives outside this folder); the version hashes model, code and options."""
     import bentoml
-    from bentoml.exceptions import NotFound
 
     digest = hashlib.sha256(tag.encode() + json.dumps(build_options).encode())
     for file in BENTO_FILES:
         digest.update(file.name.encode() + b"\0" + file.read_bytes())
     name = f"servebench-{meta['name']}"
     bento_tag = f"{name}:{meta['key']}-{digest.hexdigest()[:10]}"
-    try:
-        bentoml.bentos.get(bento_tag)
+    if _stored(bentoml.bentos.get, bento_tag):
         print(f"bento {bento_tag} already built", file=sys.stderr)
         return bento_tag
-    except NotFound:
-        pass
     with tempfile.TemporaryDirectory(prefix="servebench-bento-") as staging:
         for file in BENTO_FILES:
             shutil.copyfile(file, Path(staging) / file.name)

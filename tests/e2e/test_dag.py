@@ -59,10 +59,15 @@ def test_every_trial_is_a_child_run_with_sound_figures(dag_run: dict, no_leftove
     assert artifacts == {"summary/summary.csv", "summary/summary.md", "summary/throughput_latency.png"}
 
 
-def test_a_failing_server_fails_only_its_configurations(dag_run: dict) -> None:
+def runs_of(framework: str) -> tuple[Tracker, str, list]:
+    """The tracker, the e2e parent run, and the trial runs of one framework in it."""
     tracker = Tracker()
     parent_id = tracker.latest_parent("e2e")
-    broken = [r for r in tracker.trial_runs(parent_id) if r.data.params["framework"] == "broken"]
+    return tracker, parent_id, [r for r in tracker.trial_runs(parent_id) if r.data.params["framework"] == framework]
+
+
+def test_a_failing_server_fails_only_its_configurations(dag_run: dict) -> None:
+    tracker, parent_id, broken = runs_of("broken")
     assert len(broken) == 4
     for child in broken:
         assert child.info.status == "FAILED"
@@ -87,9 +92,7 @@ def test_invalid_conf_is_rejected_before_any_run(dag_run: dict, airflow_env: dic
 
 
 def test_a_server_whose_answers_differ_is_not_load_tested_and_is_listed(dag_run: dict) -> None:
-    tracker = Tracker()
-    parent_id = tracker.latest_parent("e2e")
-    drifting = [r for r in tracker.trial_runs(parent_id) if r.data.params["framework"] == "drifting"]
+    tracker, parent_id, drifting = runs_of("drifting")
     assert len(drifting) == 4
     for child in drifting:
         assert child.info.status == "FAILED" and child.data.params["parity"] == "fail"

@@ -99,7 +99,7 @@ class LocalProcessRunner(Runner):
         port = port or free_port()
         values = {**built.values(model), "host": HOST, "port": port, "workers": workers}
         argv = [render(part, values) for part in manifest.start]
-        env = built.environment(values, model)
+        env = built.environment(values)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         log.info("server %s: starting %s", manifest.name, " ".join(argv))
         with open(log_path, "ab") as log_file:
