@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 import _options
-from servebench import build, loadgen, manifest, metrics, models
+from servebench import loadgen, manifest, metrics, models
 from servebench.readiness import wait_ready
 from servebench.runner.local import LocalProcessRunner
 
@@ -24,11 +24,10 @@ MODES = ("inline", "threadpool")
 def measure(model: str, mode: str, args: argparse.Namespace, out: Path) -> dict[str, float]:
     base = manifest.get("fastapi")
     forced = base.model_copy(update={"env": {**base.env, "SERVEBENCH_INFERENCE": mode}})
-    built = build.build(base)
     export = models.export(model)
-    server = LocalProcessRunner().start(build.BuiltServer(forced, built.env_dir, built.key), export, args.workers, out / "server.log")
+    server = LocalProcessRunner().start(forced, export, args.workers, out / "server.log")
     try:
-        wait_ready(server, forced.health_path, export.meta, forced.start_timeout_s)
+        wait_ready(server, forced, export.meta)
         spec = loadgen.LoadSpec(server.base_url, str(export.meta_path), args.users, args.users, args.duration, args.warmup)
         load = loadgen.run(spec, out)
     finally:

@@ -3,7 +3,7 @@
 
 Which way of serving each model is fastest and cheapest, and did it get worse? Nightly at 02:00 (UTC),
 or triggered with parameters. Trains and exports the models, builds one isolated environment per server
-framework, load-tests every model x framework x workers x users with Locust (one at a time: pool
+framework (a venv, or a container image per model on the docker backend), load-tests every model x framework x workers x users with Locust (one at a time: pool
 `servebench_load` has one slot) while sampling the server's CPU and memory, and logs each trial as an
 MLflow child run of one parent run, which ends with a comparison table and plot.
 
@@ -63,10 +63,12 @@ def serving_benchmark() -> None:
         return [str(export.dir) for export in pipeline.train_models(checked.models)]
 
     @task(map_index_template="{{ framework }}")
-    def build_server(framework: str) -> str:
+    def build_server(framework: str) -> list[str]:
+        """The framework's venv (local backend) or its images, one per model (docker backend)."""
         from servebench import pipeline
 
-        return pipeline.build_framework(framework).env_dir.name
+        checked, _ = _checked()
+        return pipeline.build_framework(framework, checked)
 
     @task
     def open_run() -> str:
@@ -108,7 +110,7 @@ def serving_benchmark() -> None:
     models = train_models()
     builds = build_server.expand(framework=frameworks(specs))
     parent = open_run()
-    specs >> models >> parent
+    specs >> models >> [parent, builds]  # images hold the model: built after it
     trials = run_trial.partial(parent_id=parent).expand(spec=specs)
     builds >> trials
     trials >> summarize(parent, specs)

@@ -10,6 +10,7 @@ from typing import Iterator
 import psutil
 import pytest
 import socket
+import tomllib
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE_SERVERS = REPO / "tests" / "fixtures" / "servers"
@@ -31,7 +32,11 @@ def _reachable(host: str, port: int) -> bool:
 
 
 def why_unavailable(framework: str) -> str | None:
-    """Why a shipped server cannot be built on this machine, or None; its tests skip with this reason."""
+    """Why a shipped server cannot be built and run as a local process here, or None; its tests skip with
+    this reason."""
+    backends = tomllib.loads((REPO / "servers" / framework / "manifest.toml").read_text()).get("backends", ["local"])
+    if "local" not in backends:
+        return f"{framework} runs only in a container (backends {backends}); tests/container covers it"
     if framework == "cpp-crow" and not os.environ.get("FETCHCONTENT_SOURCE_DIR_CROW") and not _reachable("github.com", 443):
         return ("cpp-crow: Crow is not packaged by Debian and GitHub is unreachable here; "
                 "set FETCHCONTENT_SOURCE_DIR_CROW to a Crow source tree to build and test it")  # fmt: skip
@@ -54,7 +59,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark each test by its folder, so `-m unit` / `-m integration` / `-m e2e` select suites."""
     for item in items:
-        for marker in ("unit", "integration", "e2e"):
+        for marker in ("unit", "integration", "e2e", "container"):
             if f"{os.sep}{marker}{os.sep}" in str(item.fspath):
                 item.add_marker(getattr(pytest.mark, marker))
 

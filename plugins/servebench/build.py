@@ -56,19 +56,29 @@ class BuiltServer:
             "python": self.python, "server_dir": self.manifest.folder.resolve(), "env_dir": self.env_dir,
         }  # fmt: skip
         if model is not None:
-            values.update(model_path=model.path(self.manifest.model_format), model_meta=model.meta_path)
+            values.update(
+                model_path=model.path(self.manifest.model_format), model_meta=model.meta_path,
+                prepared_dir=self.env_dir / "prepared" / f"{model.name}-{model.key}-{code_digest(self.manifest)}",
+            )  # fmt: skip
         return values
 
     def environment(self, values: dict[str, object]) -> dict[str, str]:
-        """The clean environment the server's commands run in, with the manifest's `env` filled in
-        (and the model's files, when `values` has them)."""
+        """The clean environment the server's commands run in: a few of the host's variables, and
+        `server_environment`."""
         env = {k: os.environ[k] for k in INHERITED_ENV if k in os.environ}
-        env.update(THREAD_CAPS)
-        env.update(PATH=f"{self.env_dir / 'bin'}:/usr/local/bin:/usr/bin:/bin", PYTHONUNBUFFERED="1")
-        if "model_path" in values:
-            env.update(SERVEBENCH_MODEL_PATH=str(values["model_path"]), SERVEBENCH_MODEL_META=str(values["model_meta"]))
-        env.update({k: render(v, values) for k, v in self.manifest.env.items()})
+        env.update(server_environment(self.manifest, values))
         return env
+
+
+def server_environment(manifest: Manifest, values: dict[str, object]) -> dict[str, str]:
+    """What a server's commands need wherever they run (local process or container): thread caps, its
+    env folder on PATH, the model's files (when `values` has them) and the manifest's `env` filled in."""
+    env = dict(THREAD_CAPS)
+    env.update(PATH=f"{values['env_dir']}/bin:/usr/local/bin:/usr/bin:/bin", PYTHONUNBUFFERED="1")
+    if "model_path" in values:
+        env.update(SERVEBENCH_MODEL_PATH=str(values["model_path"]), SERVEBENCH_MODEL_META=str(values["model_meta"]))
+    env.update({k: render(v, values) for k, v in manifest.env.items()})
+    return env
 
 
 def constraints_for(manifest: Manifest) -> str:
@@ -77,21 +87,33 @@ def constraints_for(manifest: Manifest) -> str:
     return "".join(f"{pkg}=={pkg_metadata.version(pkg)}\n" for pkg in PICKLE_PINNED)
 
 
+def not_source(parts: tuple[str, ...] | list[str]) -> bool:
+    """Build outputs, caches and hidden files in a server's folder: not part of what it is built from."""
+    return any(part == "__pycache__" or part.startswith(("build", ".")) for part in parts)
+
+
 def _tree_digest(path: Path) -> str:
     """Hash of a file, or of every file under a folder (by relative path and content; build outputs,
     caches and hidden files left out, so an in-tree build does not change the key)."""
     digest = hashlib.sha256()
-    skipped = lambda p: any(part == "__pycache__" or part.startswith(("build", ".")) for part in p.relative_to(path).parts)  # noqa: E731
+    skipped = lambda p: not_source(p.relative_to(path).parts)  # noqa: E731
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file() and not skipped(p))
     for file in files:
         digest.update(str(file.relative_to(path.parent)).encode() + b"\0" + file.read_bytes())
     return digest.hexdigest()
 
 
+def code_digest(manifest: Manifest) -> str:
+    """The server's own code (its folder and sources): what `prepare` makes (e.g. a Bento) embeds it."""
+    digests = "".join(_tree_digest(p) for p in [manifest.folder, *manifest.source_paths])
+    return hashlib.sha256(digests.encode()).hexdigest()[:12]
+
+
 def build_key(manifest: Manifest) -> str:
     payload = json.dumps(
         {
-            "manifest": manifest.model_dump(mode="json"),
+            # Only what goes into the environment: a change to how the server starts needs no rebuild.
+            "manifest": manifest.model_dump(mode="json", include={"name", "language", "requirements", "sources", "build"}),
             "requirements": manifest.requirements_path.read_text() if manifest.requirements_path else "",
             "sources": {str(source): _tree_digest(source) for source in manifest.source_paths},
             "constraints": constraints_for(manifest),
@@ -182,14 +204,16 @@ def prepare(built: BuiltServer, model: ExportedModel) -> None:
     manifest = built.manifest
     if not manifest.prepare:
         return
-    # The server's own code goes into the key too: what `prepare` makes (e.g. a Bento) embeds it.
-    code = hashlib.sha256("".join(_tree_digest(p) for p in [manifest.folder, *manifest.source_paths]).encode()).hexdigest()
-    marker = built.env_dir / f".servebench-prepared-{model.name}-{model.key}-{code[:12]}"
+    values = built.values(model)
+    prepared_dir = Path(str(values["prepared_dir"]))
+    marker = prepared_dir / ".servebench-prepared"
     with _locked(built):
         if marker.exists():
             return
+        if prepared_dir.exists():  # an earlier prepare died half-way
+            shutil.rmtree(prepared_dir)
+        prepared_dir.mkdir(parents=True)
         started = time.monotonic()
-        values = built.values(model)
         env = built.environment(values)
         for i, command in enumerate(manifest.prepare, 1):
             log.info("server %s: preparing model %s, step %d/%d", manifest.name, model.name, i, len(manifest.prepare))

@@ -47,6 +47,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--duration", type=float, help="measured seconds per trial")
     run.add_argument("--warmup", type=float, help="seconds of load before measuring")
     run.add_argument("--experiment", help="MLflow experiment name")
+    run.add_argument("--backend", choices=["local", "docker"], help="where servers run (default: $SERVEBENCH_BACKEND or local)")
+    run.add_argument("--cpuset", help='docker backend: CPUs of each server container, e.g. "1" or "0-1"')
+    run.add_argument("--memory-mb", type=int, help="docker backend: memory limit of each server container (MiB)")
     run.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
 
     serve = sub.add_parser("serve", help="build what is missing and run one server until Ctrl-C")
@@ -54,6 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--model", required=True)
     serve.add_argument("--workers", type=int, default=1)
     serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--backend", choices=["local", "docker"], default="local", help="a local process or a container")
 
     show = sub.add_parser("summary", help="print the comparison table of a logged benchmark run")
     show.add_argument("run_id", nargs="?", help="parent run id (default: the latest in the experiment)")
@@ -69,12 +73,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         datefmt="%H:%M:%S",
         stream=sys.stderr,
     )
+    from servebench.images import ImageError
     from servebench.manifest import ManifestError
     from servebench.params import ParamsError
 
     try:
         return {"run": _run, "serve": _serve, "summary": _summary}[args.command](args)
-    except (ParamsError, ManifestError) as exc:
+    except (ParamsError, ManifestError, ImageError) as exc:
         print(f"servebench: {exc}", file=sys.stderr)
         return 2
 
@@ -84,7 +89,8 @@ def _run(args: argparse.Namespace) -> int:
 
     raw = {
         name: getattr(args, name)
-        for name in ("models", "frameworks", "workers", "users", "spawn_rate", "duration", "warmup", "experiment")
+        for name in ("models", "frameworks", "workers", "users", "spawn_rate", "duration", "warmup", "experiment",
+                     "backend", "cpuset", "memory_mb")
         if getattr(args, name) is not None
     }
     outcome = pipeline.run_all(raw, trigger="cli")
@@ -132,24 +138,25 @@ def _summary(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from servebench import build, manifest, models
+    from servebench import manifest, models, runner
     from servebench.readiness import wait_ready
     from servebench.runner.base import ServerFailed
-    from servebench.runner.local import LocalProcessRunner
 
     server_manifest = manifest.get(args.framework)
     model = models.export(args.model)
-    built = build.build(server_manifest)
     log_path = paths.state_dir() / "serve" / f"{args.framework}-{args.model}.log"
-    runner = LocalProcessRunner()
-    server = runner.start(built, model, args.workers, log_path, port=args.port)
+    try:
+        server = runner.create(args.backend).start(server_manifest, model, args.workers, log_path, port=args.port)
+    except ServerFailed as exc:
+        print(f"servebench: {exc}", file=sys.stderr)
+        return 1
     stop = {"now": False}
     # Installed explicitly: a process started in the background inherits SIGINT ignored, and then
     # Python never raises KeyboardInterrupt, so Ctrl-C (or kill -INT) would leave the server running.
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.update(now=True))
     try:
-        wait_ready(server, server_manifest.health_path, model.meta, server_manifest.start_timeout_s)
+        wait_ready(server, server_manifest, model.meta)
         print(f"{args.framework} serving {args.model} with {args.workers} worker(s) at {server.base_url}")
         print(f"  curl -s {server.base_url}{server_manifest.health_path}")
         print(f"  curl -s -X POST {server.base_url}/predict -H 'Content-Type: application/json' "

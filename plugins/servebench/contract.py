@@ -4,6 +4,10 @@
                 -> {"predictions": [label, ...], "probabilities": [[p1, ..., pk], ...]}
     GET  /health   -> 200 once the model is loaded
 
+A server may speak another protocol (its manifest's `protocol`) when a `Wire` maps it onto this one:
+TF Serving's REST API takes the same `instances` at /v1/models/<name>:predict and answers
+{"predictions": [{"label": ..., "probabilities": [...]}, ...]} for a signature with those two outputs.
+
 Kept free of heavy imports: the Locust process imports it.
 """
 
@@ -11,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
@@ -18,6 +23,32 @@ import numpy as np
 PROTOCOL = "servebench-v1"
 PREDICT_PATH = "/predict"
 PROBA_TOLERANCE = 1e-5  # servers must match the reference model's probabilities this closely
+
+
+@dataclass(frozen=True)
+class Wire:
+    """Where a protocol takes prediction requests, and how its answers read as the contract's."""
+
+    protocol: str
+    predict_path: str
+
+    def to_contract(self, payload: Any) -> Any:
+        """The answer in the contract's shape; an answer that does not fit is returned as it came, for
+        `check_answer` to say what is wrong with it."""
+        if self.protocol != "tfserving-rest" or not isinstance(payload, dict):
+            return payload
+        rows = payload.get("predictions")
+        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+            return payload
+        return {"predictions": [r.get("label") for r in rows], "probabilities": [r.get("probabilities") for r in rows]}
+
+
+def wire(protocol: str = PROTOCOL, model_name: str = "model") -> Wire:
+    if protocol == PROTOCOL:
+        return Wire(protocol, PREDICT_PATH)
+    if protocol == "tfserving-rest":
+        return Wire(protocol, f"/v1/models/{model_name}:predict")
+    raise ValueError(f"unknown protocol {protocol!r}")
 
 
 class RequestGenerator:

@@ -18,11 +18,12 @@ import gevent
 import numpy as np
 from locust import FastHttpUser, constant, events, task
 
-from servebench.contract import PREDICT_PATH, RequestGenerator, check_answer
+from servebench.contract import RequestGenerator, check_answer, wire
 
 CONFIG = json.loads(Path(os.environ["SERVEBENCH_LOADGEN_CONFIG"]).read_text())
 META = json.loads(Path(CONFIG["meta_path"]).read_text())
 BATCH = int(META["generator"].get("batch_size", 1))
+WIRE = wire(CONFIG["protocol"], CONFIG["model_name"])
 BODIES_PER_USER = 128
 PROGRESS_EVERY_S = 5.0
 
@@ -138,13 +139,13 @@ class PredictUser(FastHttpUser):
         body = self.bodies[self.sent % BODIES_PER_USER]
         self.sent += 1
         with self.client.post(
-            PREDICT_PATH, data=body, headers={"Content-Type": "application/json"}, catch_response=True
+            WIRE.predict_path, data=body, headers={"Content-Type": "application/json"}, catch_response=True
         ) as resp:
             if resp.status_code != 200:
                 resp.failure(f"HTTP {resp.status_code}: {resp.error or (resp.text or '')[:120]}")
                 return
             try:
-                problem = check_answer(resp.json(), BATCH, META["classes"])
+                problem = check_answer(WIRE.to_contract(resp.json()), BATCH, META["classes"])
             except ValueError:
                 problem = "answer is not JSON"
             if problem:

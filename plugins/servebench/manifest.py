@@ -17,12 +17,16 @@ from servebench import paths
 
 MANIFEST_FILE = "manifest.toml"
 # Placeholders a manifest may use in `start`, `build`, `prepare` and `env`; the harness fills them in.
-# `env_dir` is the server's build folder (a venv for Python servers); `python` is its interpreter.
+# `env_dir` is the server's build folder (a venv for Python servers); `python` is its interpreter;
+# `prepared_dir` is where `prepare` leaves what it makes of one model (e.g. a SavedModel).
 PLACEHOLDERS = frozenset(
-    {"python", "host", "port", "workers", "model_path", "model_meta", "server_dir", "env_dir"}
+    {"python", "host", "port", "workers", "model_path", "model_meta", "server_dir", "env_dir", "prepared_dir"}
 )
 # What each model format resolves `{model_path}` to: a key of the export's files (see models.py).
 ModelFormat = Literal["joblib", "onnx", "weights"]
+Backend = Literal["local", "docker"]
+# How the harness talks to a server: servebench's own contract (contract.py) or TF Serving's REST API.
+Protocol = Literal["servebench-v1", "tfserving-rest"]
 
 
 class ManifestError(ValueError):
@@ -37,6 +41,23 @@ def _check_placeholders(texts: list[str]) -> list[str]:
     return texts
 
 
+class ContainerSpec(BaseModel):
+    """How the container backend builds the server's image (see docker/ and images.py)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    dockerfile: str | None = Field(
+        default=None, description="A Dockerfile under docker/; default: server-python or server-native by language."
+    )
+    build_packages: list[str] = Field(default=[], description="Debian packages a native build stage installs.")
+    artifacts: list[str] = Field(default=[], description="Files of a native build that its runtime image keeps.")
+
+    @field_validator("artifacts")
+    @classmethod
+    def _artifact_placeholders(cls, value: list[str]) -> list[str]:
+        return _check_placeholders(value)
+
+
 class Manifest(BaseModel):
     """How to build a server, start it with N workers on a port, and check its health."""
 
@@ -46,7 +67,10 @@ class Manifest(BaseModel):
     language: Literal["python", "cpp"]
     description: str = ""
     model_format: ModelFormat
-    protocol: Literal["servebench-v1"] = "servebench-v1"
+    protocol: Protocol = "servebench-v1"
+    model_name: str = Field(default="model", description="tfserving-rest: the served model's name in its URLs.")
+    backends: list[Backend] = Field(default=["local", "docker"], min_length=1, description="Runner backends it runs on.")
+    container: ContainerSpec = ContainerSpec()
     requirements: str | None = Field(default=None, description="Python servers: pip requirements of their own venv.")
     sources: list[str] = Field(
         default=[], description="Files or folders outside the server folder that its build uses (hashed into the build key)."

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from servebench import manifest, models
 
@@ -21,6 +21,20 @@ AUTO_WORKERS = "auto"  # gunicorn's rule of thumb: (2 x cores) + 1
 
 def auto_workers() -> int:
     return 2 * (os.cpu_count() or 1) + 1
+
+
+def default_backend() -> str:
+    """SERVEBENCH_BACKEND when set (a docker-compose deployment sets "docker"), else local processes."""
+    return os.environ.get("SERVEBENCH_BACKEND", "local")
+
+
+def cpuset_cpus(cpuset: str) -> set[int]:
+    """The CPUs of a cpuset such as "0-1,3"."""
+    cpus: set[int] = set()
+    for part in cpuset.split(","):
+        first, _, last = part.partition("-")
+        cpus.update(range(int(first), int(last or first) + 1))
+    return cpus
 
 
 class ParamsError(ValueError):
@@ -44,6 +58,15 @@ class BenchmarkParams(BaseModel):
     duration: float = Field(default=60.0, gt=0, description="Measured seconds per trial, after warm-up.")
     warmup: float = Field(default=10.0, ge=0, description="Seconds of load before measuring; excluded from figures.")
     experiment: str = Field(default="servebench", min_length=1, description="MLflow experiment name.")
+    backend: Literal["local", "docker"] = Field(
+        default_factory=default_backend, validate_default=True,
+        description='Where servers run: "local" processes, or "docker" containers with limits.',
+    )  # fmt: skip
+    cpuset: str | None = Field(
+        default=None, pattern=r"^\d+(-\d+)?(,\d+(-\d+)?)*$",
+        description='docker backend: the CPUs each server container may use, e.g. "1" or "0-1" (default: all).',
+    )  # fmt: skip
+    memory_mb: int | None = Field(default=None, ge=64, description="docker backend: each server container's memory limit in MiB.")
 
     @field_validator("models")
     @classmethod
@@ -68,6 +91,21 @@ class BenchmarkParams(BaseModel):
         if len(set(value)) != len(value):
             raise ValueError(f"repeated values in {value}")
         return value
+
+    @model_validator(mode="after")
+    def _runs_on_backend(self) -> "BenchmarkParams":
+        if self.backend == "local" and (self.cpuset is not None or self.memory_mb is not None):
+            raise ValueError("cpuset and memory_mb limit containers: they need backend docker")
+        if self.cpuset is not None:
+            missing = sorted(cpuset_cpus(self.cpuset) - set(range(os.cpu_count() or 1)))
+            if missing:
+                raise ValueError(f"cpuset {self.cpuset!r}: this machine has no CPU {missing} (it has 0-{(os.cpu_count() or 1) - 1})")
+        elsewhere = [f for f in self.frameworks if self.backend not in manifest.get(f).backends]
+        if elsewhere:
+            raise ValueError(
+                f"framework(s) {elsewhere} do not run on backend {self.backend!r} (see their manifests' backends)"
+            )
+        return self
 
     @property
     def worker_counts(self) -> list[int]:

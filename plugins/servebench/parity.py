@@ -61,15 +61,16 @@ def _compare(status: int, payload: Any, meta: dict[str, Any], rows: slice) -> tu
     return diff, contract.first_difference(payload, meta, rows)
 
 
-def check(base_url: str, meta: dict[str, Any]) -> ParityReport:
+def check(base_url: str, meta: dict[str, Any], wire: contract.Wire | None = None) -> ParityReport:
     """Send the sample inputs, one alone then all in a batch, and compare each answer with the reference;
     stops at the first answer that differs."""
+    wire = wire or contract.wire()
     inputs = meta["samples"]["inputs"]
     checks: list[ParityCheck] = []
     first_correct_at = None
     for name, rows in (("a single sample input", slice(0, 1)), (f"a batch of {len(inputs)} sample inputs", slice(None))):
-        status, payload = request(base_url, "POST", contract.PREDICT_PATH, contract.encode_request(inputs[rows]))
-        diff, problem = _compare(status, payload, meta, rows)
+        status, payload = request(base_url, "POST", wire.predict_path, contract.encode_request(inputs[rows]))
+        diff, problem = _compare(status, wire.to_contract(payload), meta, rows)
         checks.append(ParityCheck(name, status, diff, problem))
         if problem is None and first_correct_at is None:
             first_correct_at = time.monotonic()

@@ -7,7 +7,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from servebench import build, environment, manifest, models, params, paths, summary
+from servebench import environment, images, manifest, models, params, paths, runner, summary
+from servebench.build import BuildError
 from servebench.spec import TrialSpec, plan
 from servebench.tracker import TAG_DAG_RUN, Tracker
 from servebench.trial import TrialResult, run_trial
@@ -20,10 +21,14 @@ class TrialFailed(RuntimeError):
 
 
 def validate(raw: dict[str, Any]) -> tuple[params.BenchmarkParams, list[TrialSpec]]:
-    """Parse parameters and plan the trials, before any work starts; raises ParamsError naming the field."""
+    """Parse parameters and plan the trials, before any work starts; raises ParamsError naming the field,
+    or ImageError when the docker backend has no engine or lacks an image a server needs."""
     checked = params.parse(raw)
-    for name in checked.frameworks:
-        manifest.get(name)  # a malformed manifest fails here, not half-way through a night
+    servers = [manifest.get(name) for name in checked.frameworks]  # a malformed manifest fails here, not at 3 am
+    if checked.backend == "docker":  # no engine, or a base image it cannot get (TF Serving's): say so now
+        client = images.engine()
+        for server in servers:
+            images.require_base_images(client, server)
     specs = plan(checked)
     log.info("planned %d trials: %s", len(specs), ", ".join(s.key for s in specs))
     return checked, specs
@@ -33,8 +38,10 @@ def train_models(names: list[str]) -> list[models.ExportedModel]:
     return [models.export(name) for name in names]
 
 
-def build_framework(name: str) -> build.BuiltServer:
-    return build.build(manifest.get(name))
+def build_framework(name: str, checked: params.BenchmarkParams) -> list[str]:
+    """Build what the backend needs to serve the models with this framework (venv, or one image per model)."""
+    backend = runner.create(checked.backend, checked.cpuset, checked.memory_mb)
+    return backend.build(manifest.get(name), train_models(checked.models))
 
 
 def open_run(
@@ -91,8 +98,8 @@ def run_all(raw: dict[str, Any], trigger: str = "cli", tracker: Tracker | None =
     train_models(checked.models)
     for name in checked.frameworks:
         try:
-            build_framework(name)
-        except build.BuildError as exc:  # its trials fail with this reason; the others go on
+            build_framework(name, checked)
+        except (BuildError, images.ImageError) as exc:  # its trials fail with this reason; the others go on
             log.error("server %s: %s", name, exc)
     parent_id = open_run(checked, tracker, trigger)
     results = []

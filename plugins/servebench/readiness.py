@@ -5,8 +5,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from servebench import parity
+from servebench import contract, parity
 from servebench.httpclient import request
+from servebench.manifest import Manifest
 from servebench.runner.base import ServerFailed, ServerHandle
 
 
@@ -35,14 +36,15 @@ class ParityFailed(ServerFailed):
         self.report = report
 
 
-def wait_ready(server: ServerHandle, health_path: str, meta: dict[str, Any], timeout_s: float) -> tuple[float, parity.ParityReport]:
+def wait_ready(server: ServerHandle, manifest: Manifest, meta: dict[str, Any]) -> tuple[float, parity.ParityReport]:
     """Seconds from the start command to the first correct prediction (the cold start), and the parity report.
 
-    Raises ServerFailed when the server exits or stays unhealthy past `timeout_s`, and ParityFailed when
-    it answers the sample inputs (one alone, then all as a batch) differently from the reference model.
+    Raises ServerFailed when the server exits or stays unhealthy past its manifest's start timeout, and
+    ParityFailed when it answers the sample inputs (one alone, then all as a batch) differently from the
+    reference model.
     """
-    wait_healthy(server, health_path, timeout_s)
-    report = parity.check(server.base_url, meta)
+    wait_healthy(server, manifest.health_path, manifest.start_timeout_s)
+    report = parity.check(server.base_url, meta, contract.wire(manifest.protocol, manifest.model_name))
     if not report.passed or report.first_correct_at is None:
         raise ParityFailed(report, server.log_tail())
     return report.first_correct_at - server.started_at, report

@@ -194,4 +194,4 @@ class Tracker:
 
 
 def _params(raw: dict[str, Any]) -> dict[str, str]:
-    return {k: (json.dumps(v) if isinstance(v, (list, dict)) else str(v))[:_PARAM_LIMIT] for k, v in raw.items()}
+    return {k: (json.dumps(v) if v is None or isinstance(v, (list, dict)) else str(v))[:_PARAM_LIMIT] for k, v in raw.items()}

@@ -13,12 +13,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from servebench import build, loadgen, manifest, metrics, models
+from servebench import build, loadgen, manifest, metrics, models, runner as runners
 from servebench.parity import ParityReport
 from servebench.readiness import ParityFailed, wait_ready
 from servebench.runner.base import Runner, ServerFailed
-from servebench.runner.local import LocalProcessRunner
-from servebench.sampler import ResourceSampler, Sample
+from servebench.sampler import ProcessTreeProbe, ResourceSampler, Sample
 from servebench.spec import TrialSpec
 
 log = logging.getLogger(__name__)
@@ -49,11 +48,10 @@ class TrialResult:
 
 
 def run_trial(spec: TrialSpec, out_dir: Path, runner: Runner | None = None) -> TrialResult:
-    runner = runner or LocalProcessRunner()
     out_dir.mkdir(parents=True, exist_ok=True)
     log.info("trial %s: starting", spec.run_name)
     try:
-        result = _measure(spec, out_dir, runner)
+        result = _measure(spec, out_dir, runner or runners.create(spec.backend, spec.cpuset, spec.memory_mb))
     except Exception as exc:  # noqa: BLE001 - any fault fails this trial only, and says why
         tail = exc.log_tail if isinstance(exc, ServerFailed) else ""
         reason = exc.reason if isinstance(exc, ServerFailed) else f"{type(exc).__name__}: {exc}"
@@ -71,17 +69,17 @@ def run_trial(spec: TrialSpec, out_dir: Path, runner: Runner | None = None) -> T
 def _measure(spec: TrialSpec, out_dir: Path, runner: Runner) -> TrialResult:
     server_manifest = manifest.get(spec.framework)
     model = models.export(spec.model)
-    built = build.build(server_manifest)
     context = {
         "backend": runner.name,
+        **runner.limits(),
         "model_key": model.key,
-        "server_env": built.env_dir.name,
         "worker_unit": server_manifest.worker_unit,
         "inference_threads": build.THREAD_CAPS["OMP_NUM_THREADS"],
     }
-    server = runner.start(built, model, spec.workers, out_dir / "server.log")
+    server = runner.start(server_manifest, model, spec.workers, out_dir / "server.log")
+    context.update(server.details)
     try:
-        cold_start_s, parity_report = wait_ready(server, server_manifest.health_path, model.meta, server_manifest.start_timeout_s)
+        cold_start_s, parity_report = wait_ready(server, server_manifest, model.meta)
         context["parity"] = _write_parity(out_dir, parity_report)
         log.info(
             "trial %s: ready after %.2fs at %s, answers match the reference (max difference %.1e); loading",
@@ -90,10 +88,11 @@ def _measure(spec: TrialSpec, out_dir: Path, runner: Runner) -> TrialResult:
         load_spec = loadgen.LoadSpec(
             host=server.base_url, meta_path=str(model.meta_path), users=spec.users,
             spawn_rate=spec.spawn_rate, duration_s=spec.duration_s, warmup_s=spec.warmup_s,
+            protocol=server_manifest.protocol, model_name=server_manifest.model_name,
         )  # fmt: skip
         with ResourceSampler() as sampler:
-            sampler.track("server", server.root_pid)
-            load = loadgen.run(load_spec, out_dir, on_started=lambda pid: sampler.track("loadgen", pid))
+            sampler.track("server", server.probe())
+            load = loadgen.run(load_spec, out_dir, on_started=lambda pid: sampler.track("loadgen", ProcessTreeProbe(pid)))
         exit_during_load = server.exit_code()
     finally:
         stop = server.stop()
@@ -108,8 +107,8 @@ def _measure(spec: TrialSpec, out_dir: Path, runner: Runner) -> TrialResult:
     problems = []
     if exit_during_load is not None:
         problems.append(f"server exited with code {exit_during_load} during the load test")
-    if stop.leftover_pids:
-        problems.append(f"server left processes behind after stopping: {list(stop.leftover_pids)}")
+    if stop.leftovers:
+        problems.append(f"server left things behind after stopping: {', '.join(stop.leftovers)}")
     if load.failures:
         top = "; ".join(f"{n}x {reason}" for reason, n in load.failure_reasons[:3])
         log.warning("trial %s: %d of %d requests failed: %s", spec.run_name, load.failures, load.requests, top)

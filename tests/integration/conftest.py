@@ -5,7 +5,7 @@ from typing import Callable, Iterator
 
 import pytest
 
-from servebench import build, manifest, models
+from servebench import manifest, models
 from servebench.readiness import wait_ready
 from servebench.runner.base import ServerHandle
 from servebench.runner.local import LocalProcessRunner
@@ -23,13 +23,12 @@ def start_server(exports, tmp_path: Path, no_leftover_processes: None) -> Iterat
 
     def start(framework: str, model: str = "lr", workers: int = 1, ready: bool = True) -> ServerHandle:
         server_manifest = manifest.get(framework)
-        built = build.build(server_manifest)
-        server = LocalProcessRunner().start(built, exports[model], workers, tmp_path / f"{framework}-{len(started)}.log")
+        server = LocalProcessRunner().start(server_manifest, exports[model], workers, tmp_path / f"{framework}-{len(started)}.log")
         started.append(server)
         if ready:
-            wait_ready(server, server_manifest.health_path, exports[model].meta, server_manifest.start_timeout_s)
+            wait_ready(server, server_manifest, exports[model].meta)
         return server
 
     yield start
     for server in started:
-        assert server.stop().leftover_pids == ()
+        assert server.stop().leftovers == ()

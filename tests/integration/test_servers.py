@@ -51,7 +51,7 @@ def test_server_answers_right_and_rejects_bad_input(start_server, exports, shipp
     else:  # replicas beside the framework's own processes
         assert len(members) > workers
     report = server.stop()
-    assert report.graceful and report.leftover_pids == () and group_members(server.root_pid) == []
+    assert report.graceful and report.leftovers == () and group_members(server.root_pid) == []
 
 
 def test_heavy_model_is_served_exactly(start_server, exports, shipped_server: str) -> None:

@@ -26,7 +26,7 @@ def write_server(root: Path, name: str, text: str, requirements: bool = True) ->
 
 def test_shipped_manifests_are_valid(shipped_server: str) -> None:
     loaded = manifest.load(REPO / "servers" / shipped_server)
-    assert loaded.name == shipped_server and loaded.protocol == "servebench-v1"
+    assert loaded.name == shipped_server and loaded.protocol in ("servebench-v1", "tfserving-rest")
     assert any("{workers}" in part for part in loaded.start) and any("{port}" in part for part in loaded.start)
 
 

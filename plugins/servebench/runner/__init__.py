@@ -1,1 +1,18 @@
-"""Runner backends: where a server runs (a local process group today; containers behind the same seam)."""
+"""Runner backends: where a server runs (a local process group, or a container)."""
+
+from __future__ import annotations
+
+from servebench.runner.base import Runner
+
+
+def create(backend: str, cpuset: str | None = None, memory_mb: int | None = None) -> Runner:
+    """The runner of a backend named in the parameters ("local" or "docker")."""
+    if backend == "local":
+        from servebench.runner.local import LocalProcessRunner
+
+        return LocalProcessRunner()
+    if backend == "docker":
+        from servebench.runner.container import ContainerRunner
+
+        return ContainerRunner(cpuset, memory_mb)
+    raise ValueError(f"unknown backend {backend!r}; known: local, docker")

@@ -1,4 +1,4 @@
-"""The seam every runner backend implements: start a built server, then stop it leaving nothing behind."""
+"""The seam every runner backend implements: build what a server needs, start it, stop it leaving nothing behind."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import abc
 from dataclasses import dataclass
 from pathlib import Path
 
-from servebench.build import BuiltServer
+from servebench.manifest import Manifest
 from servebench.models import ExportedModel
+from servebench.sampler import Probe
 
 HOST = "127.0.0.1"
 
@@ -25,16 +26,15 @@ class ServerFailed(RuntimeError):
 class StopReport:
     exit_code: int | None
     graceful: bool  # stopped by SIGTERM within the grace period
-    leftover_pids: tuple[int, ...]  # processes of the server still alive after stopping: must be empty
+    leftovers: tuple[str, ...]  # what of the server still exists after stopping ("pid 12", "container ab12"): must be empty
 
 
 class ServerHandle(abc.ABC):
-    """A started server. `root_pid` is what the resource sampler watches (with its children)."""
-
     base_url: str
-    root_pid: int
     log_path: Path
-    started_at: float  # time.monotonic() just before the start command ran
+    started_at: float  # time.monotonic() just before the server was started
+    # What the trial logs about where the server ran: its build (venv folder or image) and limits.
+    details: dict[str, str]
 
     @abc.abstractmethod
     def exit_code(self) -> int | None:
@@ -43,6 +43,10 @@ class ServerHandle(abc.ABC):
     @abc.abstractmethod
     def stop(self) -> StopReport:
         """Stop the server and everything it started; safe to call twice."""
+
+    @abc.abstractmethod
+    def probe(self) -> Probe:
+        """What the resource sampler reads for this server."""
 
     def log_tail(self, lines: int = 40) -> str:
         try:
@@ -55,7 +59,16 @@ class Runner(abc.ABC):
     name: str
 
     @abc.abstractmethod
+    def build(self, manifest: Manifest, models: list[ExportedModel]) -> list[str]:
+        """Build (or find up to date) what the server needs to serve each model; names what was built."""
+
+    @abc.abstractmethod
     def start(
-        self, built: BuiltServer, model: ExportedModel, workers: int, log_path: Path, port: int | None = None
+        self, manifest: Manifest, model: ExportedModel, workers: int, log_path: Path, port: int | None = None
     ) -> ServerHandle:
-        """Start the server with `workers` workers (on `port`, else a free one); returns before it is healthy."""
+        """Start the server with `workers` workers (published on `port`, else a free one); returns before
+        it is healthy. Builds what is missing first."""
+
+    def limits(self) -> dict[str, str]:
+        """The resource limits every server of this runner gets, as logged params."""
+        return {"cpuset": "all", "memory_mb": "unlimited"}

@@ -13,10 +13,10 @@ from pathlib import Path
 import psutil
 
 from servebench import build
-from servebench.build import BuiltServer
-from servebench.manifest import render
+from servebench.manifest import Manifest, render
 from servebench.models import ExportedModel
 from servebench.runner.base import HOST, Runner, ServerFailed, ServerHandle, StopReport
+from servebench.sampler import ProcessTreeProbe
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +41,10 @@ def group_members(pgid: int) -> list[int]:
 
 class LocalServer(ServerHandle):
     def __init__(
-        self, popen: subprocess.Popen[bytes], port: int, log_path: Path, grace_s: float, started_at: float
+        self, popen: subprocess.Popen[bytes], port: int, log_path: Path, grace_s: float, started_at: float, env_dir: Path
     ) -> None:
         self._popen = popen
+        self.details = {"server_env": env_dir.name}
         self._grace_s = grace_s
         self._report: StopReport | None = None
         self.started_at = started_at
@@ -53,6 +54,9 @@ class LocalServer(ServerHandle):
 
     def exit_code(self) -> int | None:
         return self._popen.poll()
+
+    def probe(self) -> ProcessTreeProbe:
+        return ProcessTreeProbe(self.root_pid)
 
     def _signal_group(self, sig: signal.Signals) -> None:
         try:
@@ -81,9 +85,9 @@ class LocalServer(ServerHandle):
         if self._popen.poll() is None:
             self._popen.kill()
         self._popen.wait()
-        leftovers = tuple(group_members(self.root_pid))
+        leftovers = tuple(f"pid {pid}" for pid in group_members(self.root_pid))
         if leftovers:
-            log.error("server pid %d left processes behind: %s", self.root_pid, leftovers)
+            log.error("server pid %d left processes behind: %s", self.root_pid, ", ".join(leftovers))
         self._report = StopReport(self._popen.returncode, graceful, leftovers)
         return self._report
 
@@ -91,10 +95,18 @@ class LocalServer(ServerHandle):
 class LocalProcessRunner(Runner):
     name = "local"
 
+    def build(self, manifest: Manifest, models: list[ExportedModel]) -> list[str]:
+        built = build.build(manifest)
+        for model in models:
+            build.prepare(built, model)
+        return [built.env_dir.name]
+
     def start(
-        self, built: BuiltServer, model: ExportedModel, workers: int, log_path: Path, port: int | None = None
+        self, manifest: Manifest, model: ExportedModel, workers: int, log_path: Path, port: int | None = None
     ) -> LocalServer:
-        manifest = built.manifest
+        if "local" not in manifest.backends:
+            raise ServerFailed(f"server {manifest.name} does not run as a local process (backends: {manifest.backends})")
+        built = build.build(manifest)  # up to date after the build stage: only checks
         build.prepare(built, model)  # once per model export: e.g. into the framework's model store
         port = port or free_port()
         values = {**built.values(model), "host": HOST, "port": port, "workers": workers}
@@ -116,4 +128,4 @@ class LocalProcessRunner(Runner):
                 )
             except OSError as exc:
                 raise ServerFailed(f"server {manifest.name} could not be started: {exc}") from None
-        return LocalServer(popen, port, log_path, manifest.stop_grace_s, started_at)
+        return LocalServer(popen, port, log_path, manifest.stop_grace_s, started_at, built.env_dir)

@@ -1,0 +1,24 @@
+"""TF Serving's SavedModel export runs here (TensorFlow CPU in the tfserving server's own venv), and must
+answer the sample inputs as the reference model does; serving it needs the tensorflow/serving image
+(tests/container)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from servebench import build, contract, manifest, models
+
+
+@pytest.mark.parametrize("model", models.MODEL_NAMES)
+def test_the_saved_model_matches_the_reference(model: str) -> None:
+    built = build.build(manifest.get("tfserving"))
+    export = models.export(model)
+    build.prepare(built, export)
+    prepared = Path(str(built.values(export)["prepared_dir"]))
+    report = json.loads((prepared / "parity.json").read_text())
+    assert report["passed"] and report["labels_equal"] and report["samples"] == len(export.meta["samples"]["inputs"])
+    assert report["max_abs_diff"] <= contract.PROBA_TOLERANCE
+    assert (prepared / "savedmodel" / "1" / "saved_model.pb").is_file(), "TF Serving's version folder layout"
