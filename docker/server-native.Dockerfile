@@ -14,7 +14,7 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 COPY srv/ /srv/
 # build.sh runs the manifest's build commands; collect.sh copies its container.artifacts to /out.
-RUN sh /srv/build.sh && sh /srv/prepare.sh && sh /srv/collect.sh
+RUN sh /srv/build.sh && sh /srv/prepare.sh && sh /srv/collect.sh && chmod -R a+rX /out /srv
 
 FROM ${RUNTIME_IMAGE}
 ARG SERVER

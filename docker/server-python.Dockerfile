@@ -15,7 +15,8 @@ RUN if [ -s /tmp/build/extra-ca.crt ]; then \
     && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check \
         -r /tmp/build/requirements.txt -c /tmp/build/constraints.txt
 COPY srv/ /srv/
-RUN sh /srv/build.sh && sh /srv/prepare.sh
+# What build and prepare write (e.g. a model store) must be readable by the non-root runtime user.
+RUN sh /srv/build.sh && sh /srv/prepare.sh && chmod -R a+rX /opt/venv /srv
 
 FROM ${PYTHON_IMAGE}
 ARG SERVER

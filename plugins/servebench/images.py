@@ -8,7 +8,7 @@ unchanged in the image:
     extra-ca.crt          $SERVEBENCH_EXTRA_CA_CERT (a proxy's CA for pip in the build stage), or empty
     srv/servers/<name>/   the server's folder, with its private siblings (servers/_common)
     srv/<source>          each of the manifest's `sources`, at its place relative to the servers folder
-    srv/model/            the exported model's files
+    srv/model/            the files of the export the server loads, and metadata.json
     srv/env.sh, build.sh, prepare.sh, start.sh, collect.sh
                           the manifest's env and commands, filled with the container's placeholder values
     srv/healthcheck.sh    docker/healthcheck.sh
@@ -129,7 +129,8 @@ def assemble_context(manifest: Manifest, model: ExportedModel, ctx: Path) -> Non
         except ValueError:
             raise ImageError(f"server {manifest.name}: source {source} is outside {servers_root.parent}") from None
         _copy_tree(source, srv / relative)
-    _copy_tree(model.dir, srv / "model")
+    for file in model.files_for(manifest.model_format):
+        _copy_tree(file, srv / "model" / file.name)
     (srv / "prepared").mkdir()
     values = container_values(manifest, model)
     env = build.server_environment(manifest, values)

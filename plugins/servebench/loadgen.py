@@ -32,9 +32,9 @@ class LoadSpec:
     spawn_rate: float
     duration_s: float
     warmup_s: float
+    request_timeout_s: float = 10.0
     protocol: str = "servebench-v1"  # the server's (contract.wire)
     model_name: str = "model"
-    request_timeout_s: float = 10.0
 
 
 @dataclass(frozen=True)

@@ -84,6 +84,14 @@ class ExportedModel:
     def meta_path(self) -> Path:
         return self.dir / "metadata.json"
 
+    def files_for(self, fmt: str) -> list[Path]:
+        """Every file a server loading `fmt` needs (a server image holds these, not the whole export)."""
+        main = self.path(fmt)
+        files = [self.meta_path, main]
+        if fmt == "weights":  # the header names its data file
+            files.append(main.with_name(json.loads(main.read_text())["data_file"]))
+        return files
+
     def path(self, fmt: str) -> Path:
         """The file of one format ("joblib" or "onnx")."""
         try:

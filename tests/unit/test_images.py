@@ -26,6 +26,14 @@ def lr() -> models.ExportedModel:
     return models.export("lr")
 
 
+@pytest.fixture(autouse=True)
+def default_build_args(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Dockerfiles' own defaults, whatever the engine script exported."""
+    for name in os.environ:
+        if name.startswith(images.BUILD_ARG_PREFIX):
+            monkeypatch.delenv(name)
+
+
 def test_every_shipped_server_has_a_dockerfile_with_a_healthcheck_and_a_non_root_user(shipped_server: str) -> None:
     text = images.dockerfile(manifest.get(shipped_server)).read_text()
     runtime = text.split("\nFROM ")[-1]  # the last stage is the image
@@ -38,7 +46,7 @@ def test_the_context_mirrors_the_repository_and_fills_the_manifest_for_the_conta
     srv = tmp_path / "srv"
     assert (srv / "servers" / "fastapi" / "app.py").is_file() and (srv / "servers" / "_common" / "servebench_model.py").is_file()
     assert not list(srv.rglob("__pycache__"))
-    assert (srv / "model" / "model.onnx").is_file() and (srv / "model" / "metadata.json").is_file()
+    assert sorted(f.name for f in (srv / "model").iterdir()) == ["metadata.json", "model.onnx"], "only what it loads"
     start = (srv / "start.sh").read_text()
     assert 'exec "/opt/venv/bin/python" "-m" "uvicorn"' in start and '"--workers" "${WORKERS}"' in start and '"--port" "8000"' in start
     env = (srv / "env.sh").read_text()
@@ -54,6 +62,7 @@ def test_a_native_server_gets_its_sources_and_artifact_list(tmp_path: Path) -> N
     images.assemble_context(manifest.get("cpp"), weights_model, tmp_path)
     srv = tmp_path / "srv"
     assert (srv / "cpp" / "CMakeLists.txt").is_file(), "sources keep their place relative to servers/"
+    assert sorted(f.name for f in (srv / "model").iterdir()) == ["metadata.json", "model.weights.bin", "model.weights.json"]
     assert not (srv / "cpp" / "build").exists()
     assert '"cmake" "-S" "/srv/servers/cpp/../../cpp" "-B" "/opt/server/build"' in (srv / "build.sh").read_text()
     assert 'cp --parents "/opt/server/build/servebench-cpp" /out/' in (srv / "collect.sh").read_text()

@@ -202,4 +202,4 @@ class ContainerRunner(Runner):
             except docker.errors.APIError:
                 pass
             raise ServerFailed(f"server {manifest.name}: container could not be started: {exc}") from None
-        return ContainerServer(container, base_url, log_path, manifest.stop_grace_s, started_at, {"image": tag})
+        return ContainerServer(container, base_url, log_path, manifest.stop_grace_s, started_at, {"image": tag, "resource_source": "engine-stats"})

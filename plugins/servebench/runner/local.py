@@ -44,7 +44,8 @@ class LocalServer(ServerHandle):
         self, popen: subprocess.Popen[bytes], port: int, log_path: Path, grace_s: float, started_at: float, env_dir: Path
     ) -> None:
         self._popen = popen
-        self.details = {"server_env": env_dir.name}
+        # RSS summed over the process tree: shared pages of forked workers count once per worker.
+        self.details = {"server_env": env_dir.name, "resource_source": "psutil"}
         self._grace_s = grace_s
         self._report: StopReport | None = None
         self.started_at = started_at
