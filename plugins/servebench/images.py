@@ -148,12 +148,15 @@ def assemble_context(manifest: Manifest, model: ExportedModel, ctx: Path) -> Non
 
 
 def build_args(manifest: Manifest, dockerfile_text: str) -> dict[str, str]:
-    """The Dockerfile's arguments: the server's, then SERVEBENCH_BUILD_ARG_<NAME> overrides of any."""
+    """The Dockerfile's arguments: the server's, then SERVEBENCH_BUILD_ARG_<NAME> overrides of any.
+
+    An empty override counts as unset, so docker-compose can pass `${SERVEBENCH_BUILD_ARG_X:-}` through.
+    """
     declared = set(re.findall(r"^\s*ARG\s+([A-Za-z_][A-Za-z0-9_]*)", dockerfile_text, re.M))
     args = {"SERVER": manifest.name, "HEALTH_PATH": manifest.health_path,
             "BUILD_PACKAGES": " ".join(manifest.container.build_packages)}  # fmt: skip
     args = {k: v for k, v in args.items() if k in declared}
-    args.update({name: os.environ[BUILD_ARG_PREFIX + name] for name in declared if BUILD_ARG_PREFIX + name in os.environ})
+    args.update({name: value for name in declared if (value := os.environ.get(BUILD_ARG_PREFIX + name, ""))})
     return args
 
 
