@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 import _options
-from servebench import loadgen, manifest, metrics, models
+from servebench import latency, loadgen, manifest, models
 from servebench.readiness import wait_ready
 from servebench.runner.local import LocalProcessRunner
 
@@ -32,7 +32,7 @@ def measure(model: str, mode: str, args: argparse.Namespace, out: Path) -> dict[
         load = loadgen.run(spec, out)
     finally:
         server.stop()
-    figures, _ = metrics.latency_metrics(load.latencies_ms)
+    figures, _ = latency.figures_ms(load.histogram)
     return {"rps": load.requests / load.window_s, "errors": float(load.failures), **figures}
 
 

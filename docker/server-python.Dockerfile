@@ -16,7 +16,10 @@ RUN if [ -s /tmp/build/extra-ca.crt ]; then \
         -r /tmp/build/requirements.txt -c /tmp/build/constraints.txt
 COPY srv/ /srv/
 # What build and prepare write (e.g. a model store) must be readable by the non-root runtime user.
-RUN sh /srv/build.sh && sh /srv/prepare.sh && chmod -R a+rX /opt/venv /srv
+# /srv/packages.txt: the environment's versions, logged with every trial.
+RUN sh /srv/build.sh && sh /srv/prepare.sh \
+    && /opt/venv/bin/pip freeze --disable-pip-version-check > /srv/packages.txt \
+    && chmod -R a+rX /opt/venv /srv
 
 FROM ${PYTHON_IMAGE}
 ARG SERVER

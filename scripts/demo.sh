@@ -9,7 +9,7 @@ bash scripts/setup.sh
 source scripts/env.sh
 log() { printf '\033[1m[demo]\033[0m %s\n' "$*" >&2; }
 
-DEFAULT_CONF='{"models": ["lr", "mlp"], "frameworks": ["fastapi", "flask", "bentoml", "cpp"], "workers": [1, 2], "users": [20], "duration": 10, "warmup": 3, "experiment": "servebench-demo"}'
+DEFAULT_CONF='{"models": ["lr", "mlp"], "frameworks": ["fastapi", "flask", "bentoml", "cpp"], "workers": [1, 2], "users": [20], "duration": 5, "warmup": 2, "repeats": 3, "experiment": "servebench-demo"}'
 CONF="${SERVEBENCH_DEMO_CONF:-$DEFAULT_CONF}"
 EXPERIMENT="$(python3 -c 'import json,sys; print(json.loads(sys.argv[1]).get("experiment", "servebench"))' "$CONF")"
 mkdir -p "$SERVEBENCH_HOME/logs"

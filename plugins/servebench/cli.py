@@ -50,6 +50,15 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--backend", choices=["local", "docker"], help="where servers run (default: $SERVEBENCH_BACKEND or local)")
     run.add_argument("--cpuset", help='docker backend: CPUs of each server container, e.g. "1" or "0-1"')
     run.add_argument("--memory-mb", type=int, help="docker backend: memory limit of each server container (MiB)")
+    run.add_argument("--load", choices=["closed", "open"], help="closed loop (users back to back) or open loop (--rate)")
+    run.add_argument("--rate", type=float, help="open loop: target requests per second")
+    run.add_argument("--arrival", choices=["poisson", "constant"], help="open loop: Poisson arrivals or constant gaps")
+    run.add_argument("--repeats", type=int, help="measured repeats per configuration (median, 95%% CI, CV)")
+    run.add_argument("--max-cv", type=float, help="flag a configuration noisy above this throughput CV")
+    run.add_argument("--capacity", action="store_true", default=None, help="search each configuration's max rate within the SLO")
+    run.add_argument("--slo-p99-ms", type=float, help="capacity search: p99 latency bound (ms)")
+    run.add_argument("--loadgen-processes", type=int, help="Locust processes (more cores for the load generator)")
+    run.add_argument("--cpu-split", help='"auto", "off" or SERVER_CPUS:LOADGEN_CPUS, e.g. 0-1:2-3')
     run.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
 
     serve = sub.add_parser("serve", help="build what is missing and run one server until Ctrl-C")
@@ -90,7 +99,8 @@ def _run(args: argparse.Namespace) -> int:
     raw = {
         name: getattr(args, name)
         for name in ("models", "frameworks", "workers", "users", "spawn_rate", "duration", "warmup", "experiment",
-                     "backend", "cpuset", "memory_mb")
+                     "backend", "cpuset", "memory_mb", "load", "rate", "arrival", "repeats", "max_cv", "capacity",
+                     "slo_p99_ms", "loadgen_processes", "cpu_split")
         if getattr(args, name) is not None
     }
     outcome = pipeline.run_all(raw, trigger="cli")

@@ -32,6 +32,14 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def _read(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
 def host_tags() -> dict[str, str]:
     commit = _git("rev-parse", "HEAD")
     dirty = bool(_git("status", "--porcelain", "--untracked-files=no"))
@@ -42,6 +50,10 @@ def host_tags() -> dict[str, str]:
         "host.cpu_model": _cpu_model(),
         "host.cpu_count": str(os.cpu_count()),
         "host.memory_gb": f"{psutil.virtual_memory().total / 2**30:.1f}",
+        "host.kernel": platform.release(),
         "host.python": sys.version.split()[0],
+        # A busy or throttled machine explains a slow night: what else ran, and the CPU frequency policy.
+        "host.load_avg_1m": f"{os.getloadavg()[0]:.2f}",
+        "host.cpu_governor": _read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor") or "unknown",
         "servebench.version": __version__,
     }

@@ -1,18 +1,22 @@
-"""Load generator: Locust in a child process (gevent must not patch the harness or an Airflow task)."""
+"""Load generator: Locust in child processes (gevent must not patch the harness or an Airflow task)."""
 
 from __future__ import annotations
 
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import threading
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
+from hdrh.histogram import HdrHistogram
+
+from servebench import latency
 
 log = logging.getLogger(__name__)
 
@@ -28,27 +32,34 @@ class LoadgenError(RuntimeError):
 class LoadSpec:
     host: str
     meta_path: str
-    users: int
+    users: int  # closed loop: concurrent users; open loop: the most requests in flight (connections)
     spawn_rate: float
     duration_s: float
     warmup_s: float
     request_timeout_s: float = 10.0
     protocol: str = "servebench-v1"  # the server's (contract.wire)
     model_name: str = "model"
+    mode: str = "closed"  # "closed" | "open"
+    rate: float | None = None  # open loop: target requests per second, over all processes
+    arrival: str = "poisson"  # open loop: "poisson" | "constant"
+    processes: int = 1  # Locust processes (--processes): more than one core for the load generator
+    cpus: tuple[int, ...] = ()  # CPUs the load generator is pinned to; () = not pinned
+    probe_path: str | None = None  # GET this path (closed loop) instead of predicting: the harness's own ceiling
 
 
 @dataclass(frozen=True)
 class LoadResult:
     """What the load generator saw inside the measured window (warm-up excluded)."""
 
-    window_start: float  # epoch seconds
+    window_start: float  # epoch seconds (whole)
     window_end: float
     requests: int
     failures: int
-    latencies_ms: np.ndarray  # every response in the window, exact (not Locust's buckets)
+    histogram: HdrHistogram  # every response in the window, in µs, merged over the processes
     per_second: list[dict[str, Any]]
     failure_reasons: list[tuple[str, int]]
     warmup_requests: int
+    locust: dict[str, float]  # Locust's own (rounded) figures over about the same window
 
     @property
     def window_s(self) -> float:
@@ -56,21 +67,27 @@ class LoadResult:
 
 
 def run(spec: LoadSpec, out_dir: Path, on_started: Callable[[int], None] = lambda pid: None) -> LoadResult:
-    """Run one closed-loop load test; `on_started` gets Locust's pid (for the resource sampler)."""
+    """Run one load test; `on_started` gets Locust's pid (for the resource sampler)."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in out_dir.glob("loadgen-*.json"):
+        stale.unlink()
+    (out_dir / "window.json").unlink(missing_ok=True)
     config = out_dir / "loadgen.json"
     config.write_text(json.dumps({**asdict(spec), "out_dir": str(out_dir)}))
     limit = spec.warmup_s + spec.users / spec.spawn_rate + spec.duration_s + STOP_SLACK_S
+    user_class = "ProbeUser" if spec.probe_path else "OpenLoopUser" if spec.mode == "open" else "ClosedLoopUser"
     cmd = [
-        sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--only-summary",
+        sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), user_class, "--headless", "--only-summary",
         "--host", spec.host, "--users", str(spec.users), "--spawn-rate", str(spec.spawn_rate),
         "--run-time", f"{int(limit)}s", "--stop-timeout", "5", "--exit-code-on-error", "0",
         "--csv", str(out_dir / "locust"), "--html", str(out_dir / "locust.html"), "--loglevel", "WARNING",
     ]  # fmt: skip
+    if spec.processes > 1:
+        cmd += ["--processes", str(spec.processes)]
     env = {"SERVEBENCH_LOADGEN_CONFIG": str(config), "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
         cmd, env={**_base_env(), **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        start_new_session=True,
+        start_new_session=True, preexec_fn=(lambda: os.sched_setaffinity(0, spec.cpus)) if spec.cpus else None,
     )  # fmt: skip
     on_started(proc.pid)
     output: list[str] = []
@@ -79,29 +96,63 @@ def run(spec: LoadSpec, out_dir: Path, on_started: Callable[[int], None] = lambd
     try:
         code = proc.wait(timeout=limit + STOP_SLACK_S)
     except subprocess.TimeoutExpired:
-        proc.kill()
+        os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
         raise LoadgenError(f"Locust did not finish within {limit + STOP_SLACK_S:.0f}s:\n" + _tail(output)) from None
     finally:
         reader.join(timeout=5)
-    result_file = out_dir / "load.json"
     if code != 0:
         raise LoadgenError(f"Locust exited with code {code}:\n" + _tail(output))
-    if not result_file.exists():
+    window_file = out_dir / "window.json"
+    if not window_file.exists():
+        raise LoadgenError("Locust stopped before the measured window ended (all users never started?):\n" + _tail(output))
+    window = json.loads(window_file.read_text())
+    parts = [json.loads(p.read_text()) for p in sorted(out_dir.glob("loadgen-*.json"))]
+    if not parts:
         raise LoadgenError("Locust wrote no results:\n" + _tail(output))
-    raw = json.loads(result_file.read_text())
-    if raw["window_start"] is None:
-        raise LoadgenError("Locust stopped before the measured window began (all users never started):\n" + _tail(output))
+    result = _merge(window, parts)
+    latency.write_log(_window_seconds(window, parts), out_dir / "latency.hlog")
+    latency.write_distribution(result.histogram, out_dir / "latency_percentiles.txt")
+    return result
+
+
+def _window_seconds(window: dict[str, Any], parts: list[dict[str, Any]]) -> dict[int, HdrHistogram]:
+    """The window's per-second histograms, merged over the processes."""
+    seconds: dict[int, HdrHistogram] = {}
+    for part in parts:
+        for key, second in part["seconds"].items():
+            if window["start"] <= int(key) < window["end"]:
+                seconds.setdefault(int(key), latency.histogram()).decode_and_add(second["histogram"])
+    return seconds
+
+
+def _merge(window: dict[str, Any], parts: list[dict[str, Any]]) -> LoadResult:
+    start, end = window["start"], window["end"]
+    per_second = _window_seconds(window, parts)
+    total = latency.histogram()
+    for hist in per_second.values():
+        total.add(hist)
+    failures: Counter[int] = Counter()
+    reasons: Counter[str] = Counter()
+    warmup = 0
+    for part in parts:
+        for key, second in part["seconds"].items():
+            if int(key) < start:
+                warmup += latency.histogram_count(second["histogram"])
+            elif int(key) < end:
+                failures[int(key)] += second["failures"]
+                reasons.update(second["reasons"])
+    rows = []
+    for s in range(start, end):
+        hist = per_second.get(s)
+        count = hist.get_total_count() if hist else 0
+        p95 = hist.get_value_at_percentile(95.0) / 1000.0 if count else None
+        rows.append({"second": s - start, "requests": count, "failures": failures[s], "latency_ms_p95": p95})
     return LoadResult(
-        window_start=raw["window_start"],
-        window_end=raw["window_end"],
-        requests=raw["requests"],
-        failures=raw["failures"],
-        latencies_ms=np.load(out_dir / "latencies_ms.npy"),
-        per_second=raw["per_second"],
-        failure_reasons=[tuple(r) for r in raw["failure_reasons"]],
-        warmup_requests=raw["warmup_requests"],
-    )
+        window_start=float(start), window_end=float(end), requests=total.get_total_count(),
+        failures=sum(failures.values()), histogram=total, per_second=rows,
+        failure_reasons=reasons.most_common(10), warmup_requests=warmup, locust=window["locust"],
+    )  # fmt: skip
 
 
 def _base_env() -> dict[str, str]:

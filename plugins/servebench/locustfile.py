@@ -1,23 +1,34 @@
-"""The Locust side of a load test; runs only inside the Locust child process started by servebench.loadgen.
+"""The Locust side of a load test; runs only inside the Locust processes started by servebench.loadgen.
 
-It records every response's exact latency (Locust's own stats round them into buckets), measures only
-after the warm-up and once every user runs, validates each answer against the contract, and ends the
-test itself when the measured window is over.
+Each process records every response's latency in microsecond HDR histograms, one per wall-clock second
+(servebench.latency), and writes them at the end; the harness merges the seconds of the measured
+window. The controller (the only process, or the master under --processes) decides that window: it
+starts on a whole second after the warm-up once every user runs, lasts whole seconds, and ends the test.
+
+Two kinds of load:
+- closed loop (ClosedLoopUser): each user sends its next request when the previous one is answered;
+- open loop (OpenLoopUser): requests are due at a target arrival rate (constant gaps, or Poisson
+  arrivals as in MLPerf's Server scenario) whatever the server does; users are only the connections
+  that carry them, and each latency counts from the request's due time, so time spent queued behind a
+  slow server is measured instead of omitted ("coordinated omission").
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import math
 import os
+import random
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
 import gevent
-import numpy as np
 from locust import FastHttpUser, constant, events, task
+from locust.runners import WorkerRunner
 
+from servebench import latency
 from servebench.contract import RequestGenerator, check_answer, wire
 
 CONFIG = json.loads(Path(os.environ["SERVEBENCH_LOADGEN_CONFIG"]).read_text())
@@ -26,56 +37,40 @@ BATCH = int(META["generator"].get("batch_size", 1))
 WIRE = wire(CONFIG["protocol"], CONFIG["model_name"])
 BODIES_PER_USER = 128
 PROGRESS_EVERY_S = 5.0
+LOCUST_PERCENTILES = {"p50": 0.5, "p90": 0.9, "p95": 0.95, "p99": 0.99, "p999": 0.999}
 
 
 class Recorder:
-    """Responses inside the measured window, by the second they completed in."""
+    """This process's responses by the wall-clock second they completed in (warm-up included: the
+    harness keeps only the window's seconds)."""
 
     def __init__(self) -> None:
-        self.window_start: float | None = None
-        self.window_end: float | None = None
-        self.latencies: list[float] = []
-        self.per_second: dict[int, list[float]] = defaultdict(list)
-        self.failures_per_second: Counter[int] = Counter()
-        self.failure_reasons: Counter[str] = Counter()
-        self.warmup_requests = 0
+        self.histograms: dict[int, latency.HdrHistogram] = {}
+        self.failures: Counter[int] = Counter()
+        self.reasons: dict[int, Counter[str]] = defaultdict(Counter)
+        self.written = False
 
-    def add(self, response_time_ms: float, failure: str | None) -> None:
-        if self.window_start is None:
-            self.warmup_requests += 1
-            return
-        if self.window_end is not None:
-            return
-        second = int(time.time() - self.window_start)
-        self.latencies.append(response_time_ms)
-        self.per_second[second].append(response_time_ms)
+    def add(self, latency_ms: float, failure: str | None) -> None:
+        second = int(time.time())
+        hist = self.histograms.get(second)
+        if hist is None:
+            hist = self.histograms[second] = latency.histogram()
+        latency.record(hist, latency_ms)
         if failure is not None:
-            self.failures_per_second[second] += 1
-            self.failure_reasons[failure[:200]] += 1
+            self.failures[second] += 1
+            self.reasons[second][failure[:200]] += 1
 
     def write(self, out_dir: str) -> None:
-        end = self.window_end or time.time()
-        seconds = range(int(end - self.window_start)) if self.window_start else range(0)
-        np.save(os.path.join(out_dir, "latencies_ms.npy"), np.asarray(self.latencies, dtype=np.float64))
-        summary = {
-            "window_start": self.window_start,
-            "window_end": end,
-            "warmup_requests": self.warmup_requests,
-            "requests": len(self.latencies),
-            "failures": sum(self.failures_per_second.values()),
-            "failure_reasons": self.failure_reasons.most_common(10),
-            "per_second": [
-                {
-                    "second": s,
-                    "requests": len(self.per_second.get(s, [])),
-                    "failures": self.failures_per_second.get(s, 0),
-                    "latency_ms_p95": float(np.percentile(self.per_second[s], 95)) if self.per_second.get(s) else None,
-                }
-                for s in seconds
-            ],
-        }
-        with open(os.path.join(out_dir, "load.json"), "w") as f:
-            json.dump(summary, f)
+        if self.written:
+            return
+        self.written = True
+        seconds = {
+            str(s): {"histogram": h.encode().decode(), "failures": self.failures.get(s, 0),
+                     "reasons": dict(self.reasons.get(s, {}))}
+            for s, h in self.histograms.items()
+        }  # fmt: skip
+        with open(os.path.join(out_dir, f"loadgen-{os.getpid()}.json"), "w") as f:
+            json.dump({"pid": os.getpid(), "seconds": seconds}, f)
 
 
 RECORDER = Recorder()
@@ -83,7 +78,13 @@ _streams = itertools.count()
 
 
 @events.request.add_listener
-def _on_request(response_time: float, exception: BaseException | None = None, **_: object) -> None:
+def _on_request(
+    response_time: float, exception: BaseException | None = None, context: dict | None = None,
+    start_time: float | None = None, **_: object,
+) -> None:  # fmt: skip
+    due = (context or {}).get("due")
+    if due is not None and start_time is not None:  # open loop: from when it was due, not when it left
+        response_time += max(start_time - due, 0.0) * 1000.0
     RECORDER.add(response_time, None if exception is None else str(exception))
 
 
@@ -98,34 +99,65 @@ def _control(environment) -> None:  # type: ignore[no-untyped-def]
     _sleep_until(time.time() + CONFIG["warmup_s"])
     while runner.user_count < CONFIG["users"]:  # a window must not include the ramp-up
         gevent.sleep(0.1)
-    RECORDER.window_start = start = time.time()
-    end = start + CONFIG["duration_s"]
-    print(f"[load] measuring for {CONFIG['duration_s']:g}s with {runner.user_count} users", flush=True)
+    start = math.ceil(time.time())
+    end = start + max(1, math.ceil(CONFIG["duration_s"]))
+    _sleep_until(start)
+    environment.stats.reset_all()  # Locust's own figures, for comparison, over (about) the same window
+    print(f"[load] measuring {end - start}s from {start} with {runner.user_count} users", flush=True)
     next_report = start + PROGRESS_EVERY_S
     while next_report < end:
         _sleep_until(next_report)
-        n, elapsed = len(RECORDER.latencies), time.time() - start
-        failures = sum(RECORDER.failures_per_second.values())
-        print(f"[load] {elapsed:4.0f}s  {n} requests  {n / elapsed:.0f} rps  {failures} failures", flush=True)
+        total, elapsed = environment.stats.total, time.time() - start
+        print(f"[load] {elapsed:4.0f}s  {total.num_requests} requests  {total.num_requests / elapsed:.0f} rps  "
+              f"{total.num_failures} failures", flush=True)  # fmt: skip
         next_report += PROGRESS_EVERY_S
     _sleep_until(end)
-    RECORDER.window_end = time.time()
+    total = environment.stats.total
+    locust = {name: float(total.get_response_time_percentile(q)) for name, q in LOCUST_PERCENTILES.items()}
+    locust.update(max=float(total.max_response_time), requests=total.num_requests)
+    with open(os.path.join(CONFIG["out_dir"], "window.json"), "w") as f:
+        json.dump({"start": start, "end": end, "users": runner.user_count, "locust": locust}, f)
     runner.quit()
 
 
 @events.test_start.add_listener
 def _on_test_start(environment, **_: object) -> None:  # type: ignore[no-untyped-def]
-    gevent.spawn(_control, environment)
+    if not isinstance(environment.runner, WorkerRunner):
+        gevent.spawn(_control, environment)
 
 
 @events.test_stop.add_listener
-def _on_test_stop(environment, **_: object) -> None:  # type: ignore[no-untyped-def]
-    RECORDER.write(CONFIG["out_dir"])
+def _on_test_stop(**_: object) -> None:
+    RECORDER.write(CONFIG["out_dir"])  # under --processes the master's is empty, and harmless
 
 
-class PredictUser(FastHttpUser):
-    """Closed loop: each user sends its next request as soon as the previous one is answered."""
+class Schedule:
+    """When this process's requests are due: every 1/rate s, or Poisson arrivals at that mean rate.
+    Each process of `processes` takes an equal share of the rate (a split Poisson process is Poisson)."""
 
+    def __init__(self, rate: float, arrival: str, seed: int) -> None:
+        self.rate = rate
+        self.poisson = arrival == "poisson"
+        self.rng = random.Random(seed)
+        self.next_due: float | None = None
+
+    def take(self) -> float:
+        if self.next_due is None:
+            self.next_due = time.time()
+        due = self.next_due
+        self.next_due += self.rng.expovariate(self.rate) if self.poisson else 1.0 / self.rate
+        return due
+
+
+SCHEDULE = (
+    Schedule(CONFIG["rate"] / CONFIG["processes"], CONFIG["arrival"], seed=os.getpid())
+    if CONFIG["mode"] == "open"
+    else None
+)
+
+
+class _PredictUser(FastHttpUser):
+    abstract = True
     wait_time = constant(0)
     network_timeout = CONFIG["request_timeout_s"]
     connection_timeout = CONFIG["request_timeout_s"]
@@ -134,13 +166,13 @@ class PredictUser(FastHttpUser):
         self.bodies = RequestGenerator(META["generator"], stream=next(_streams)).bodies(BODIES_PER_USER)
         self.sent = 0
 
-    @task
-    def predict(self) -> None:
+    def send(self, context: dict) -> None:
         body = self.bodies[self.sent % BODIES_PER_USER]
         self.sent += 1
         with self.client.post(
-            WIRE.predict_path, data=body, headers={"Content-Type": "application/json"}, catch_response=True
-        ) as resp:
+            WIRE.predict_path, data=body, headers={"Content-Type": "application/json"}, catch_response=True,
+            context=context,
+        ) as resp:  # fmt: skip
             if resp.status_code != 200:
                 resp.failure(f"HTTP {resp.status_code}: {resp.error or (resp.text or '')[:120]}")
                 return
@@ -150,3 +182,34 @@ class PredictUser(FastHttpUser):
                 problem = "answer is not JSON"
             if problem:
                 resp.failure(f"wrong answer: {problem}")
+
+
+class ClosedLoopUser(_PredictUser):
+    """Sends its next request as soon as the previous one is answered."""
+
+    @task
+    def predict(self) -> None:
+        self.send({})
+
+
+class OpenLoopUser(_PredictUser):
+    """Takes the next due time from the process's schedule, waits for it, sends; when every user is
+    busy, requests fall behind schedule and the delay is part of their latency."""
+
+    @task
+    def predict(self) -> None:
+        assert SCHEDULE is not None
+        due = SCHEDULE.take()
+        _sleep_until(due)
+        self.send({"due": due})
+
+
+class ProbeUser(FastHttpUser):
+    """GETs a cheap path (a health check) back to back: what the load generator can do at most."""
+
+    wait_time = constant(0)
+    network_timeout = CONFIG["request_timeout_s"]
+
+    @task
+    def probe(self) -> None:
+        self.client.get(CONFIG["probe_path"])

@@ -6,32 +6,12 @@ from typing import Iterable
 
 import numpy as np
 
+from servebench import latency
 from servebench.loadgen import LoadResult
 from servebench.sampler import Sample
 
-PERCENTILES = {"p50": 50.0, "p90": 90.0, "p95": 95.0, "p99": 99.0, "p999": 99.9}
-# A percentile needs this many responses beyond it, or it is reported missing rather than guessed.
-MIN_TAIL_RESPONSES = 10
-# Above this share of one core the load generator, not the server, may set the pace.
-LOADGEN_SATURATED_CPU_PERCENT = 90.0
-
-
-def latency_metrics(latencies_ms: np.ndarray) -> tuple[dict[str, float], list[str]]:
-    """Latency figures in ms, and the percentiles left out for want of responses."""
-    if latencies_ms.size == 0:
-        return {}, list(PERCENTILES)
-    figures = {
-        "latency_ms_avg": float(latencies_ms.mean()),
-        "latency_ms_min": float(latencies_ms.min()),
-        "latency_ms_max": float(latencies_ms.max()),
-    }
-    missing = []
-    for name, q in PERCENTILES.items():
-        if round(latencies_ms.size * (100.0 - q) / 100.0, 6) >= MIN_TAIL_RESPONSES:
-            figures[f"latency_ms_{name}"] = float(np.percentile(latencies_ms, q))
-        else:
-            missing.append(name)
-    return figures, missing
+# Above this share of the cores it may use, the load generator, not the server, may set the pace.
+LOADGEN_SATURATED_SHARE = 0.9
 
 
 def _stats(values: Iterable[float], prefix: str) -> dict[str, float]:
@@ -41,16 +21,20 @@ def _stats(values: Iterable[float], prefix: str) -> dict[str, float]:
     return {f"{prefix}_avg": float(arr.mean()), f"{prefix}_max": float(arr.max())}
 
 
-def trial_metrics(load: LoadResult, server: list[Sample], loadgen: list[Sample]) -> tuple[dict[str, float], list[str]]:
-    """The flat metrics of one trial and the flags that qualify them."""
+def trial_metrics(
+    load: LoadResult, server: list[Sample], loadgen: list[Sample], loadgen_cores: int = 1
+) -> tuple[dict[str, float], list[str]]:
+    """The flat metrics of one trial and the flags that qualify them. `loadgen_cores` is how many cores
+    the load generator can use (its processes, at most the CPUs it may run on)."""
     figures: dict[str, float] = {
         "requests": float(load.requests),
         "rps": load.requests / load.window_s if load.window_s > 0 else 0.0,
         "failures": float(load.failures),
         "error_rate": load.failures / load.requests if load.requests else 0.0,
     }
-    latency, missing = latency_metrics(load.latencies_ms)
-    figures.update(latency)
+    hdr, missing = latency.figures_ms(load.histogram)
+    figures.update(hdr)
+    figures.update({f"locust_latency_ms_{k}": v for k, v in load.locust.items() if k != "requests" and v is not None})
     figures.update(_stats((s.cpu_percent for s in server), "server_cpu_percent"))
     figures.update(_stats((s.rss_mb for s in server), "server_rss_mb"))
     if server:
@@ -60,12 +44,15 @@ def trial_metrics(load: LoadResult, server: list[Sample], loadgen: list[Sample])
             cpu_seconds = figures["server_cpu_percent_avg"] / 100.0 * load.window_s
             figures["server_cpu_us_per_request"] = cpu_seconds * 1e6 / load.requests
     loadgen_cpu = _stats((s.cpu_percent for s in loadgen), "loadgen_cpu_percent")
+    saturated = False
     if loadgen_cpu:
         figures["loadgen_cpu_percent_avg"] = loadgen_cpu["loadgen_cpu_percent_avg"]
+        saturated = figures["loadgen_cpu_percent_avg"] > LOADGEN_SATURATED_SHARE * 100.0 * loadgen_cores
+    figures["loadgen_saturated"] = float(saturated)
     flags = []
     if missing:
         flags.append("too_few_requests_for_" + "_".join(missing))
-    if figures.get("loadgen_cpu_percent_avg", 0.0) > LOADGEN_SATURATED_CPU_PERCENT:
+    if saturated:
         flags.append("loadgen_saturated")
     if load.requests == 0:
         flags.append("no_requests")

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from servebench import manifest, models
+from servebench import manifest, models, placement
 
 PositiveInt = Annotated[int, Field(ge=1)]
 # Every shipped server that builds from PyPI and Debian alone (cpp-crow needs Crow's source: opt in).
@@ -26,15 +26,6 @@ def auto_workers() -> int:
 def default_backend() -> str:
     """SERVEBENCH_BACKEND when set (a docker-compose deployment sets "docker"), else local processes."""
     return os.environ.get("SERVEBENCH_BACKEND", "local")
-
-
-def cpuset_cpus(cpuset: str) -> set[int]:
-    """The CPUs of a cpuset such as "0-1,3"."""
-    cpus: set[int] = set()
-    for part in cpuset.split(","):
-        first, _, last = part.partition("-")
-        cpus.update(range(int(first), int(last or first) + 1))
-    return cpus
 
 
 class ParamsError(ValueError):
@@ -63,10 +54,25 @@ class BenchmarkParams(BaseModel):
         description='Where servers run: "local" processes, or "docker" containers with limits.',
     )  # fmt: skip
     cpuset: str | None = Field(
-        default=None, pattern=r"^\d+(-\d+)?(,\d+(-\d+)?)*$",
+        default=None, pattern=placement.CPUSET_PATTERN,
         description='docker backend: the CPUs each server container may use, e.g. "1" or "0-1" (default: all).',
     )  # fmt: skip
     memory_mb: int | None = Field(default=None, ge=64, description="docker backend: each server container's memory limit in MiB.")
+    load: Literal["closed", "open"] = Field(
+        default="closed",
+        description='"closed": users send back to back; "open": requests arrive at `rate`, latency counted from when each was due.',
+    )
+    rate: float | None = Field(default=None, gt=0, description="Open loop: target requests per second (over all load-generator processes).")
+    arrival: Literal["poisson", "constant"] = Field(default="poisson", description="Open loop: Poisson arrivals or constant gaps.")
+    repeats: int = Field(default=3, ge=1, le=50, description="Measured repeats per configuration: median, 95% CI and CV over them.")
+    max_cv: float = Field(default=0.1, gt=0, description="A configuration whose throughput varies more than this over its repeats is flagged noisy.")
+    capacity: bool = Field(default=False, description="Search each configuration's highest open-loop rate within the SLO instead of fixed load.")
+    slo_p99_ms: float = Field(default=100.0, gt=0, description="Capacity search: the p99 latency a rate must stay under (errors under 0.1%).")
+    loadgen_processes: int = Field(default=1, ge=1, le=64, description="Locust processes (--processes): more cores for the load generator.")
+    cpu_split: str = Field(
+        default="auto", pattern=placement.SPLIT_PATTERN,
+        description='Pin server and load generator to disjoint CPUs: "auto" (halves, from 4 cores), "off", or "SERVER_CPUS:LOADGEN_CPUS" such as "0-1:2-3".',
+    )  # fmt: skip
 
     @field_validator("models")
     @classmethod
@@ -96,10 +102,11 @@ class BenchmarkParams(BaseModel):
     def _runs_on_backend(self) -> "BenchmarkParams":
         if self.backend == "local" and (self.cpuset is not None or self.memory_mb is not None):
             raise ValueError("cpuset and memory_mb limit containers: they need backend docker")
-        if self.cpuset is not None:
-            missing = sorted(cpuset_cpus(self.cpuset) - set(range(os.cpu_count() or 1)))
-            if missing:
-                raise ValueError(f"cpuset {self.cpuset!r}: this machine has no CPU {missing} (it has 0-{(os.cpu_count() or 1) - 1})")
+        if self.load == "open" and self.rate is None and not self.capacity:
+            raise ValueError("load 'open' needs a rate (requests per second)")
+        if self.rate is not None and self.load != "open" and not self.capacity:
+            raise ValueError("rate applies to load 'open' (or capacity search's first step)")
+        placement.check(self.cpu_split, self.cpuset)
         elsewhere = [f for f in self.frameworks if self.backend not in manifest.get(f).backends]
         if elsewhere:
             raise ValueError(

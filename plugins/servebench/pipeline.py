@@ -72,8 +72,14 @@ def planned_trials(parent_id: str, tracker: Tracker) -> list[TrialSpec]:
 
 def summarize(parent_id: str, planned: list[TrialSpec], tracker: Tracker) -> summary.Summary:
     """Build the comparison from the tracker, log it to the parent run and close that run."""
-    rows = summary.rows_from_runs(tracker.trial_runs(parent_id), planned)
-    files = summary.write_files(rows, paths.runs_dir() / parent_id / "summary")
+    runs = tracker.trial_runs(parent_id)
+    rows = summary.rows_from_runs(runs, planned)
+    curves = {
+        f"{r.data.params.get('model')} {r.data.params.get('framework')} w{r.data.params.get('workers')}": points
+        for r in runs
+        if (points := tracker.capacity_curve(r.info.run_id))
+    }
+    files = summary.write_files(rows, paths.runs_dir() / parent_id / "summary", curves)
     tracker.log_files(parent_id, files, "summary")
     result = summary.Summary(rows, files)
     tracker.close_parent(parent_id, failed=bool(result.failed))

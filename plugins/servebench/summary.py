@@ -23,9 +23,12 @@ COLUMNS: list[tuple[str, str, str]] = [
     ("status", "status", "s"),
     ("parity", "parity", "s"),
     ("rps", "rps", ".0f"),
-    ("p50 ms", "latency_ms_p50", ".2f"),
-    ("p95 ms", "latency_ms_p95", ".2f"),
-    ("p99 ms", "latency_ms_p99", ".2f"),
+    ("rps 95% CI", "rps_ci95", "s"),
+    ("cv %", "rps_cv_pct", ".1f"),
+    ("p50 ms", "latency_ms_p50", ".3f"),
+    ("p95 ms", "latency_ms_p95", ".3f"),
+    ("p99 ms", "latency_ms_p99", ".3f"),
+    ("max rps @SLO", "max_rps_at_slo", ".0f"),
     ("errors %", "error_pct", ".2f"),
     ("server cpu %", "server_cpu_percent_avg", ".0f"),
     ("cpu µs/req", "server_cpu_us_per_request", ".0f"),
@@ -63,10 +66,14 @@ def rows_from_runs(runs: Iterable[Any], planned: list[TrialSpec] | None = None) 
         row: dict[str, Any] = {
             "model": p.get("model"), "framework": p.get("framework"),
             "workers": int(p.get("workers", 0)), "users": int(p.get("users", 0)),
-            "status": t.get(TAG_STATUS, "unknown"), "parity": p.get("parity"), "run_id": run.info.run_id, **m,
+            "status": t.get(TAG_STATUS, "unknown"), "parity": p.get("parity"), "run_id": run.info.run_id,
+            "slo_p99_ms": p.get("slo_p99_ms") if p.get("capacity") == "true" else None, **m,
         }  # fmt: skip
         if "error_rate" in m:
             row["error_pct"] = 100.0 * m["error_rate"]
+        if "rps_ci95_low" in m:
+            row["rps_ci95"] = f"{m['rps_ci95_low']:.0f}-{m['rps_ci95_high']:.0f}"
+            row["rps_cv_pct"] = 100.0 * m["rps_cv"]
         row["notes"] = t.get(TAG_REASON) or t.get(TAG_FLAGS, "")
         rows[t.get(TAG_TRIAL_KEY, run.info.run_id)] = row  # a re-run of a trial replaces the older row
     for spec in planned or []:
@@ -96,18 +103,50 @@ def format_table(rows: list[dict[str, Any]], markdown: bool = False) -> str:
     return "\n".join([fmt_row(header), fmt_row(["-" * w for w in widths])] + [fmt_row(r) for r in body]) + "\n"
 
 
-def write_files(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
-    """summary.csv, summary.md and throughput_latency.png in `out_dir`."""
+def write_files(rows: list[dict[str, Any]], out_dir: Path, curves: dict[str, list[tuple[float, float]]] | None = None) -> list[Path]:
+    """summary.csv, summary.md and throughput_latency.png in `out_dir`; capacity.png when `curves` (per
+    configuration label: the (achieved rps, p99 ms) points a capacity search visited) has any."""
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path, md_path, png_path = out_dir / "summary.csv", out_dir / "summary.md", out_dir / "throughput_latency.png"
-    keys = ["run_id"] + [k for _, k, _ in COLUMNS if k != "notes"] + ["latency_ms_max", "notes"]
+    extra = ["latency_ms_max", "latency_ms_p999", "locust_latency_ms_p50", "locust_latency_ms_p99", "rps_ci95_low", "rps_ci95_high",
+             "rps_cv", "loadgen_saturated", "loadgen_cpu_percent_avg"]
+    keys = ["run_id"] + [k for _, k, _ in COLUMNS if k != "notes"] + extra + ["notes"]
     with csv_path.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
     md_path.write_text("# servebench summary\n\n" + format_table(rows, markdown=True))
     plot(rows, png_path)
-    return [csv_path, md_path, png_path]
+    files = [csv_path, md_path, png_path]
+    if curves:
+        files.append(out_dir / "capacity.png")
+        plot_capacity(curves, rows, files[-1])
+    return files
+
+
+def plot_capacity(curves: dict[str, list[tuple[float, float]]], rows: list[dict[str, Any]], path: Path) -> None:
+    """p99 latency against achieved throughput, one line per configuration, the SLO as a line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 5))
+    for label, points in sorted(curves.items()):
+        xs, ys = zip(*sorted(points))
+        ax.plot(xs, ys, marker="o", label=label)
+    slos = {r.get("slo_p99_ms") for r in rows if r.get("slo_p99_ms") is not None}
+    for slo in slos:
+        ax.axhline(float(slo), color="firebrick", linestyle="--", linewidth=1, label=f"SLO p99 {float(slo):g} ms")
+    ax.set_yscale("log")
+    ax.set_xlabel("achieved throughput (req/s), open loop")
+    ax.set_ylabel("p99 latency (ms, from each request's due time)")
+    ax.set_title("servebench capacity search: the rate each configuration sustains within the SLO")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def plot(rows: list[dict[str, Any]], path: Path) -> None:

@@ -23,7 +23,9 @@ TAG_TRIAL_KEY = "servebench.trial_key"
 TAG_STATUS = "servebench.status"
 TAG_REASON = "servebench.failure_reason"
 TAG_FLAGS = "servebench.flags"
+TAG_LOADGEN_SATURATED = "servebench.loadgen_saturated"  # "true": the figures measure Locust too
 TAG_DAG_RUN = "airflow.dag_run_id"
+ARTIFACT_SUFFIXES = {".csv", ".html", ".log", ".json", ".txt", ".hlog"}
 _PARAM_LIMIT = 6000  # MLflow's limit on a param value
 
 
@@ -127,6 +129,7 @@ class Tracker:
             TAG_TRIAL_KEY: spec.key,
             TAG_STATUS: result.status,
             TAG_FLAGS: ",".join(result.flags),
+            TAG_LOADGEN_SATURATED: str("loadgen_saturated" in result.flags).lower(),
         }
         if parent.data.tags.get(TAG_DAG_RUN):
             tags[TAG_DAG_RUN] = parent.data.tags[TAG_DAG_RUN]
@@ -135,11 +138,7 @@ class Tracker:
         run = self.client.create_run(parent.info.experiment_id, run_name=spec.run_name, tags=tags)
         run_id = str(run.info.run_id)
         now = int(time.time() * 1000)
-        params = {
-            "model": spec.model, "framework": spec.framework, "workers": spec.workers, "users": spec.users,
-            "spawn_rate": spec.spawn_rate, "duration_s": spec.duration_s, "warmup_s": spec.warmup_s,
-            **result.context,
-        }  # fmt: skip
+        params = {**spec.to_dict(), **result.context}
         metrics = [Metric(k, v, now, 0) for k, v in result.metrics.items()]
         metrics += [Metric(name, v, now, step) for name, points in result.series.items() for step, v in points]
         for i in range(0, max(len(metrics), 1), 1000):  # log_batch takes at most 1000 metrics
@@ -150,7 +149,9 @@ class Tracker:
                 tags=[RunTag(k, v) for k, v in tags.items() if k != "mlflow.parentRunId"] if i == 0 else [],
             )
         for path in sorted(result.out_dir.iterdir()) if result.out_dir.is_dir() else []:
-            if path.is_file() and path.suffix in {".csv", ".html", ".log", ".json"}:
+            if path.is_dir():  # one folder per load test: repeat-N, capacity-N
+                self.client.log_artifacts(run_id, str(path), path.name)
+            elif path.suffix in ARTIFACT_SUFFIXES:
                 self.client.log_artifact(run_id, str(path))
         if result.log_tail:
             self.client.log_text(run_id, result.log_tail, "server_log_tail.txt")
@@ -167,6 +168,12 @@ class Tracker:
                 order_by=["attributes.start_time ASC"],
             )
         )
+
+    def capacity_curve(self, run_id: str) -> list[tuple[float, float]]:
+        """(achieved rps, p99 ms) of each capacity-search step a trial logged; [] for other trials."""
+        rps = {m.step: m.value for m in self.client.get_metric_history(run_id, "capacity/rps")}
+        p99 = {m.step: m.value for m in self.client.get_metric_history(run_id, "capacity/p99_ms")} if rps else {}
+        return [(rps[step], p99[step]) for step in sorted(rps) if step in p99]
 
     def log_files(self, run_id: str, files: list[Path], artifact_path: str | None = None) -> None:
         for path in files:
@@ -194,4 +201,4 @@ class Tracker:
 
 
 def _params(raw: dict[str, Any]) -> dict[str, str]:
-    return {k: (json.dumps(v) if v is None or isinstance(v, (list, dict)) else str(v))[:_PARAM_LIMIT] for k, v in raw.items()}
+    return {k: (json.dumps(v) if v is None or isinstance(v, (list, dict, bool)) else str(v))[:_PARAM_LIMIT] for k, v in raw.items()}

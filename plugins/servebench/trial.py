@@ -11,9 +11,9 @@ import json
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-from servebench import build, loadgen, manifest, metrics, models, runner as runners
+from servebench import aggregate, build, capacity, loadgen, manifest, metrics, models, placement, runner as runners
 from servebench.parity import ParityReport
 from servebench.readiness import ParityFailed, wait_ready
 from servebench.runner.base import Runner, ServerFailed
@@ -51,7 +51,8 @@ def run_trial(spec: TrialSpec, out_dir: Path, runner: Runner | None = None) -> T
     out_dir.mkdir(parents=True, exist_ok=True)
     log.info("trial %s: starting", spec.run_name)
     try:
-        result = _measure(spec, out_dir, runner or runners.create(spec.backend, spec.cpuset, spec.memory_mb))
+        server_cpus = placement.cpuset_of(placement.resolve(spec.cpu_split, spec.cpuset).server_cpus) or None
+        result = _measure(spec, out_dir, runner or runners.create(spec.backend, server_cpus, spec.memory_mb))
     except Exception as exc:  # noqa: BLE001 - any fault fails this trial only, and says why
         tail = exc.log_tail if isinstance(exc, ServerFailed) else ""
         reason = exc.reason if isinstance(exc, ServerFailed) else f"{type(exc).__name__}: {exc}"
@@ -66,18 +67,57 @@ def run_trial(spec: TrialSpec, out_dir: Path, runner: Runner | None = None) -> T
     return result
 
 
+@dataclass(frozen=True)
+class _Measured:
+    """One load test against the running server."""
+
+    figures: dict[str, float]
+    flags: list[str]
+    series: dict[str, list[tuple[int, float]]]
+
+
 def _measure(spec: TrialSpec, out_dir: Path, runner: Runner) -> TrialResult:
     server_manifest = manifest.get(spec.framework)
     model = models.export(spec.model)
+    where = placement.resolve(spec.cpu_split, spec.cpuset)
+    if where.note:
+        log.info("trial %s: CPUs not split: %s", spec.run_name, where.note)
     context = {
         "backend": runner.name,
         **runner.limits(),
+        **where.params(),
         "model_key": model.key,
         "worker_unit": server_manifest.worker_unit,
         "inference_threads": build.THREAD_CAPS["OMP_NUM_THREADS"],
     }
     server = runner.start(server_manifest, model, spec.workers, out_dir / "server.log")
     context.update(server.details)
+    if server.packages:
+        (out_dir / "server_packages.txt").write_text(server.packages)
+
+    def load_test(folder: str, mode: str, rate: float | None, duration_s: float) -> _Measured:
+        load_spec = loadgen.LoadSpec(
+            host=server.base_url, meta_path=str(model.meta_path), users=spec.users,
+            spawn_rate=spec.spawn_rate, duration_s=duration_s, warmup_s=spec.warmup_s,
+            protocol=server_manifest.protocol, model_name=server_manifest.model_name, mode=mode, rate=rate,
+            arrival=spec.arrival, processes=spec.loadgen_processes, cpus=where.loadgen_cpus,
+        )  # fmt: skip
+        with ResourceSampler() as sampler:
+            sampler.track("server", server.probe())
+            load = loadgen.run(load_spec, out_dir / folder, on_started=lambda pid: sampler.track("loadgen", ProcessTreeProbe(pid)))
+        server_samples = sampler.series("server", load.window_start, load.window_end)
+        _write_samples(out_dir / folder / "resources.csv", sampler.samples)
+        figures, flags = metrics.trial_metrics(
+            load, server_samples, sampler.series("loadgen", load.window_start, load.window_end),
+            where.loadgen_cores(spec.loadgen_processes),
+        )  # fmt: skip
+        figures["warmup_requests"] = float(load.warmup_requests)
+        if load.failures:
+            top = "; ".join(f"{n}x {reason}" for reason, n in load.failure_reasons[:3])
+            log.warning("trial %s: %d of %d requests failed: %s", spec.run_name, load.failures, load.requests, top)
+            context["top_failures"] = top[:500]
+        return _Measured(figures, flags, metrics.per_second_series(load, server_samples))
+
     try:
         cold_start_s, parity_report = wait_ready(server, server_manifest, model.meta)
         context["parity"] = _write_parity(out_dir, parity_report)
@@ -85,21 +125,23 @@ def _measure(spec: TrialSpec, out_dir: Path, runner: Runner) -> TrialResult:
             "trial %s: ready after %.2fs at %s, answers match the reference (max difference %.1e); loading",
             spec.run_name, cold_start_s, server.base_url, parity_report.max_abs_diff or 0.0,
         )  # fmt: skip
-        load_spec = loadgen.LoadSpec(
-            host=server.base_url, meta_path=str(model.meta_path), users=spec.users,
-            spawn_rate=spec.spawn_rate, duration_s=spec.duration_s, warmup_s=spec.warmup_s,
-            protocol=server_manifest.protocol, model_name=server_manifest.model_name,
-        )  # fmt: skip
-        with ResourceSampler() as sampler:
-            sampler.track("server", server.probe())
-            load = loadgen.run(load_spec, out_dir, on_started=lambda pid: sampler.track("loadgen", ProcessTreeProbe(pid)))
+        measured = []
+        repeats = 1 if spec.capacity else spec.repeats
+        for i in range(1, repeats + 1):
+            if repeats > 1:
+                log.info("trial %s: repeat %d of %d", spec.run_name, i, repeats)
+            measured.append(load_test(f"repeat-{i}", spec.load if not spec.capacity else "closed", spec.rate, spec.duration_s))
+        figures, flags = aggregate.combine([m.figures for m in measured], spec.max_cv)
+        flags = list(dict.fromkeys([f for m in measured for f in m.flags] + flags))
+        series = _joined_series([m.series for m in measured])
+        if repeats > 1:
+            for key in REPEAT_SERIES:
+                series[f"repeat/{key}"] = [(i, m.figures[key]) for i, m in enumerate(measured, 1) if key in m.figures]
+        if spec.capacity:
+            _search_capacity(spec, figures, flags, series, load_test, out_dir)
         exit_during_load = server.exit_code()
     finally:
         stop = server.stop()
-    server_samples = sampler.series("server", load.window_start, load.window_end)
-    loadgen_samples = sampler.series("loadgen", load.window_start, load.window_end)
-    _write_samples(out_dir / "resources.csv", sampler.samples)
-    figures, flags = metrics.trial_metrics(load, server_samples, loadgen_samples)
     figures["cold_start_s"] = cold_start_s
     if parity_report.max_abs_diff is not None:
         figures["parity_max_abs_diff"] = parity_report.max_abs_diff
@@ -109,10 +151,6 @@ def _measure(spec: TrialSpec, out_dir: Path, runner: Runner) -> TrialResult:
         problems.append(f"server exited with code {exit_during_load} during the load test")
     if stop.leftovers:
         problems.append(f"server left things behind after stopping: {', '.join(stop.leftovers)}")
-    if load.failures:
-        top = "; ".join(f"{n}x {reason}" for reason, n in load.failure_reasons[:3])
-        log.warning("trial %s: %d of %d requests failed: %s", spec.run_name, load.failures, load.requests, top)
-        context["top_failures"] = top[:500]
     for flag in flags:
         log.warning("trial %s: flagged %s", spec.run_name, flag)
     tail = server.log_tail() if problems else ""
@@ -121,18 +159,62 @@ def _measure(spec: TrialSpec, out_dir: Path, runner: Runner) -> TrialResult:
         "failed" if problems else "ok",
         reason="; ".join(problems),
         metrics=figures,
-        series=metrics.per_second_series(load, server_samples),
+        series=series,
         flags=tuple(flags),
         context=context,
         out_dir=out_dir,
         log_tail=tail,
     )
     log.info(
-        "trial %s: %s  %.0f rps  p50 %.2f ms  p99 %s ms  errors %.2f%%",
-        spec.run_name, result.status, figures["rps"], figures.get("latency_ms_p50", float("nan")),
-        f"{figures['latency_ms_p99']:.2f}" if "latency_ms_p99" in figures else "n/a", 100 * figures["error_rate"],
+        "trial %s: %s  %.0f rps%s  p50 %.3f ms  p99 %s ms  errors %.2f%%%s",
+        spec.run_name, result.status, figures["rps"],
+        f" (95% CI {figures['rps_ci95_low']:.0f}-{figures['rps_ci95_high']:.0f}, CV {100 * figures['rps_cv']:.1f}%)"
+        if "rps_cv" in figures else "",
+        figures.get("latency_ms_p50", float("nan")),
+        f"{figures['latency_ms_p99']:.3f}" if "latency_ms_p99" in figures else "n/a", 100 * figures["error_rate"],
+        f"  max rps at SLO {figures['max_rps_at_slo']:.0f}" if "max_rps_at_slo" in figures else "",
     )  # fmt: skip
     return result
+
+
+REPEAT_SERIES = ("rps", "latency_ms_p50", "latency_ms_p99", "server_cpu_us_per_request")
+
+
+def _joined_series(parts: list[dict[str, list[tuple[int, float]]]]) -> dict[str, list[tuple[int, float]]]:
+    """Per-second series of consecutive load tests as one, seconds counted on across them."""
+    joined: dict[str, list[tuple[int, float]]] = {}
+    offset = 0
+    for part in parts:
+        for key, points in part.items():
+            joined.setdefault(key, []).extend((offset + step, value) for step, value in points)
+        offset += 1 + max((step for points in part.values() for step, _ in points), default=-1)
+    return joined
+
+
+def _search_capacity(
+    spec: TrialSpec, figures: dict[str, float], flags: list[str], series: dict[str, list[tuple[int, float]]],
+    load_test: Callable[[str, str, float | None, float], _Measured], out_dir: Path,
+) -> None:
+    """Capacity search from 80% of the closed-loop throughput (or the given rate); adds its figures."""
+    count = iter(range(1, 1000))
+
+    def measure(rate: float) -> capacity.Step:
+        m = load_test(f"capacity-{next(count)}", "open", rate, capacity.step_seconds(rate, spec.duration_s))
+        return capacity.judge(rate, m.figures["rps"], m.figures.get("latency_ms_p99"), m.figures["error_rate"], spec.slo_p99_ms)
+
+    first = spec.rate or max(capacity.LOWEST_RATE, 0.8 * figures.get("rps", 0.0))
+    best, steps = capacity.search(measure, first)
+    with (out_dir / "capacity_steps.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(capacity.Step.__dataclass_fields__))
+        writer.writeheader()
+        writer.writerows(s.to_dict() for s in steps)
+    for key in ("rate", "rps", "p99_ms"):
+        series[f"capacity/{key}"] = [(i, getattr(s, key)) for i, s in enumerate(steps, 1) if getattr(s, key) is not None]
+    figures["capacity_steps"] = float(len(steps))
+    if best is None:
+        flags.append("no_rate_within_slo")
+    else:
+        figures["max_rps_at_slo"] = best
 
 
 def _write_parity(out_dir: Path, report: ParityReport) -> str:

@@ -19,7 +19,7 @@ from servebench.tracker import TAG_REASON, TAG_STATUS, Tracker
 
 SERVING = ("fastapi", "cpp")
 MATRIX = {"models": ["lr"], "frameworks": [*SERVING, "broken"], "workers": [1], "users": [10],
-          "spawn_rate": 20, "duration": 4, "warmup": 1}  # fmt: skip
+          "spawn_rate": 20, "duration": 4, "warmup": 1, "repeats": 1}  # fmt: skip
 LIMITS = {"cpuset": "1", "memory_mb": 1024}
 
 
@@ -72,6 +72,7 @@ def test_a_container_has_its_limits_its_log_and_is_removed(engine: Any, tmp_path
         time.sleep(0.5)
         usage = probe.read()
         assert usage is not None and usage.cpu_percent >= 0 and usage.rss_mb > 10 and usage.threads >= 2
+        assert "fastapi==" in server.packages  # the image's environment, logged with each trial
     finally:
         report = server.stop()
     assert report.graceful and report.exit_code == 0 and report.leftovers == ()

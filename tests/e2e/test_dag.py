@@ -14,7 +14,7 @@ from .conftest import BIN, run
 SERVING = ("fastapi", "flask", "bentoml", "cpp")  # fixtures: `broken` exits, `drifting` answers one input wrongly
 CONF = {
     "models": ["lr", "mlp"], "frameworks": [*SERVING, "broken", "drifting"], "workers": [1, 2], "users": [8],
-    "spawn_rate": 20, "duration": 5, "warmup": 1, "experiment": "e2e",
+    "spawn_rate": 20, "duration": 3, "warmup": 1, "repeats": 2, "experiment": "e2e",
 }  # fmt: skip
 
 
@@ -45,7 +45,7 @@ def test_every_trial_is_a_child_run_with_sound_figures(dag_run: dict, no_leftove
         assert child.info.status == "FINISHED" and child.data.tags["servebench.status"] == "ok"
         assert m["rps"] > 0 and m["error_rate"] == 0 and m["requests"] > 50
         if "latency_ms_p99" not in m:  # left out, not guessed, when under 10 responses lie beyond it
-            assert m["requests"] < 1000 and "too_few_requests_for_p99" in child.data.tags["servebench.flags"]
+            assert m["requests"] < 1000 * m["repeats"] and "too_few_requests_for_p99" in child.data.tags["servebench.flags"]
         shown = [m[k] for k in ("latency_ms_min", "latency_ms_p50", "latency_ms_p95", "latency_ms_p99", "latency_ms_max") if k in m]
         assert len(shown) >= 4 and shown == sorted(shown)
         if model == "lr":  # thousands of requests: every percentile up to p99 must be there
@@ -53,8 +53,15 @@ def test_every_trial_is_a_child_run_with_sound_figures(dag_run: dict, no_leftove
         assert m["server_cpu_percent_avg"] > 0 and m["server_rss_mb_avg"] > 0 and m["server_rss_mb_max"] > 0
         assert child.data.params["parity"] == "pass" and m["parity_max_abs_diff"] <= 1e-5
         assert child.data.params["model"] == model and child.data.params["users"] == "8"
-        assert child.data.params["duration_s"] == "5.0" and child.data.params["warmup_s"] == "1.0"
-        assert len(tracker.client.get_metric_history(child.info.run_id, "series/rps")) >= 2
+        assert child.data.params["duration_s"] == "3.0" and child.data.params["warmup_s"] == "1.0"
+        assert len(tracker.client.get_metric_history(child.info.run_id, "series/rps")) >= 4  # both repeats
+        # Repeats: median figures, the spread of throughput, each repeat's figures as steps
+        assert m["repeats"] == 2 and m["rps_ci95_low"] <= m["rps_mean"] <= m["rps_ci95_high"] and m["rps_cv"] >= 0
+        assert [h.step for h in tracker.client.get_metric_history(child.info.run_id, "repeat/rps")] == [1, 2]
+        assert m["locust_latency_ms_p50"] == round(m["locust_latency_ms_p50"]) and m["loadgen_saturated"] in (0.0, 1.0)
+        assert child.data.tags["servebench.loadgen_saturated"] in ("true", "false")
+        assert child.data.params["load"] == "closed" and child.data.params["cpu_split"] == "auto"
+        assert child.data.params["server_cpus"] and child.data.params["loadgen_cpus"]
     artifacts = {a.path for a in tracker.client.list_artifacts(parent_id, "summary")}
     assert artifacts == {"summary/summary.csv", "summary/summary.md", "summary/throughput_latency.png"}
 

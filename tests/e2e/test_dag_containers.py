@@ -15,7 +15,7 @@ from .conftest import BIN, run
 pytestmark = pytest.mark.container
 CONF = {
     "models": ["lr"], "frameworks": ["fastapi", "cpp"], "workers": [1], "users": [5], "spawn_rate": 10,
-    "duration": 3, "warmup": 1, "experiment": "e2e-containers", "backend": "docker", "cpuset": "1", "memory_mb": 512,
+    "duration": 3, "warmup": 1, "repeats": 1, "experiment": "e2e-containers", "backend": "docker", "cpuset": "1", "memory_mb": 512,
 }  # fmt: skip
 
 

@@ -23,7 +23,10 @@ def test_schedule_and_shape(dag) -> None:  # type: ignore[no-untyped-def]
     trial = dag.get_task("run_trial")
     assert trial.pool == "servebench_load" and trial.trigger_rule == "all_done"
     assert dag.get_task("summarize").trigger_rule == "all_done"
-    assert set(dag.params.keys()) == {"models", "frameworks", "workers", "users", "spawn_rate", "duration", "warmup", "experiment", "backend", "cpuset", "memory_mb"}
+    assert set(dag.params.keys()) == {
+        "models", "frameworks", "workers", "users", "spawn_rate", "duration", "warmup", "experiment", "backend", "cpuset",
+        "memory_mb", "load", "rate", "arrival", "repeats", "max_cv", "capacity", "slo_p99_ms", "loadgen_processes", "cpu_split",
+    }  # fmt: skip
 
 
 @pytest.mark.parametrize(

@@ -6,11 +6,12 @@ from servebench.runner.base import Runner
 
 
 def create(backend: str, cpuset: str | None = None, memory_mb: int | None = None) -> Runner:
-    """The runner of a backend named in the parameters ("local" or "docker")."""
+    """The runner of a backend named in the parameters ("local" or "docker"); servers get the CPUs of
+    `cpuset` (a local process through its affinity, a container through its cgroup)."""
     if backend == "local":
         from servebench.runner.local import LocalProcessRunner
 
-        return LocalProcessRunner()
+        return LocalProcessRunner(cpuset)
     if backend == "docker":
         from servebench.runner.container import ContainerRunner
 

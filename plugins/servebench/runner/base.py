@@ -35,6 +35,7 @@ class ServerHandle(abc.ABC):
     started_at: float  # time.monotonic() just before the server was started
     # What the trial logs about where the server ran: its build (venv folder or image) and limits.
     details: dict[str, str]
+    packages: str = ""  # the server environment's package versions (pip freeze), where the backend knows them
 
     @abc.abstractmethod
     def exit_code(self) -> int | None:

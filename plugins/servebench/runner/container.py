@@ -8,9 +8,11 @@ removing it (a task killed with SIGKILL) is removed by the next container runner
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import socket
+import tarfile
 import time
 import uuid
 from pathlib import Path
@@ -79,6 +81,21 @@ class ContainerStatsProbe:
         return Usage(cpu, rss_mb, threads, None)
 
 
+PACKAGES_FILE = "/srv/packages.txt"  # written by docker/server-python.Dockerfile
+
+
+def _read_file(container: Any, path: str) -> str:
+    """A text file of a container, or "" where it has none (a native server's image)."""
+    try:
+        chunks, _ = container.get_archive(path)
+        with tarfile.open(fileobj=io.BytesIO(b"".join(chunks))) as tar:
+            member = tar.next()
+            extracted = tar.extractfile(member) if member else None
+            return extracted.read().decode(errors="replace") if extracted else ""
+    except Exception:  # noqa: BLE001 - not there: nothing to log
+        return ""
+
+
 class ContainerServer(ServerHandle):
     def __init__(self, container: Any, base_url: str, log_path: Path, grace_s: float, started_at: float, details: dict[str, str]) -> None:
         self._container = container
@@ -88,6 +105,7 @@ class ContainerServer(ServerHandle):
         self.log_path = log_path
         self.started_at = started_at
         self.details = details
+        self.packages = _read_file(container, PACKAGES_FILE)
 
     def exit_code(self) -> int | None:
         if self._report is not None:

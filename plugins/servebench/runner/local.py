@@ -12,7 +12,7 @@ from pathlib import Path
 
 import psutil
 
-from servebench import build
+from servebench import build, placement
 from servebench.manifest import Manifest, render
 from servebench.models import ExportedModel
 from servebench.runner.base import HOST, Runner, ServerFailed, ServerHandle, StopReport
@@ -46,6 +46,8 @@ class LocalServer(ServerHandle):
         self._popen = popen
         # RSS summed over the process tree: shared pages of forked workers count once per worker.
         self.details = {"server_env": env_dir.name, "resource_source": "psutil"}
+        freeze = env_dir / "freeze.txt"
+        self.packages = freeze.read_text() if freeze.exists() else ""
         self._grace_s = grace_s
         self._report: StopReport | None = None
         self.started_at = started_at
@@ -96,6 +98,12 @@ class LocalServer(ServerHandle):
 class LocalProcessRunner(Runner):
     name = "local"
 
+    def __init__(self, cpuset: str | None = None) -> None:
+        self.cpus = placement.cpus_of(cpuset) if cpuset else ()
+
+    def limits(self) -> dict[str, str]:
+        return {"cpuset": placement.cpuset_of(self.cpus) or "all", "memory_mb": "unlimited"}
+
     def build(self, manifest: Manifest, models: list[ExportedModel]) -> list[str]:
         built = build.build(manifest)
         for model in models:
@@ -126,6 +134,7 @@ class LocalProcessRunner(Runner):
                     stdout=log_file,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,  # its own process group: stopped as one, workers included
+                    preexec_fn=(lambda: os.sched_setaffinity(0, self.cpus)) if self.cpus else None,
                 )
             except OSError as exc:
                 raise ServerFailed(f"server {manifest.name} could not be started: {exc}") from None

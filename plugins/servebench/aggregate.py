@@ -1,0 +1,45 @@
+"""A configuration's figures from its repeated measurements: medians, a 95% interval, and how noisy it was.
+
+One load test is one sample of a noisy machine; a figure without its spread cannot say whether two
+nights differ. Each figure is the median over the repeats; throughput also gets the 95% confidence
+interval of its mean (Student's t over the repeats) and its coefficient of variation.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+
+from scipy import stats
+
+COUNTS = ("requests", "failures", "warmup_requests")  # summed over repeats, not medians
+ANY = ("loadgen_saturated",)  # 1 if any repeat had it
+
+
+def combine(repeats: list[dict[str, float]], max_cv: float) -> tuple[dict[str, float], list[str]]:
+    """The configuration's metrics from each repeat's, and the flags the spread earns (`noisy`)."""
+    if not repeats:
+        return {}, []
+    figures: dict[str, float] = {"repeats": float(len(repeats))}
+    # A figure some repeat could not support (a percentile with too few responses) stays missing.
+    shared = set.intersection(*(set(r) for r in repeats))
+    for key in sorted(shared):
+        values = [r[key] for r in repeats]
+        if key in COUNTS:
+            figures[key] = float(sum(values))
+        elif key in ANY:
+            figures[key] = float(max(values))
+        else:
+            figures[key] = float(statistics.median(values))
+    if "requests" in figures:
+        figures["error_rate"] = figures.get("failures", 0.0) / figures["requests"] if figures["requests"] else 0.0
+    flags = []
+    rps = [r["rps"] for r in repeats if "rps" in r]
+    if len(rps) >= 2:
+        mean, sd = statistics.fmean(rps), statistics.stdev(rps)
+        half = float(stats.t.ppf(0.975, len(rps) - 1)) * sd / math.sqrt(len(rps))
+        figures.update(rps_mean=mean, rps_ci95_low=mean - half, rps_ci95_high=mean + half)
+        figures["rps_cv"] = sd / mean if mean > 0 else 0.0
+        if figures["rps_cv"] > max_cv:
+            flags.append("noisy")
+    return figures, flags

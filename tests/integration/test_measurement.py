@@ -1,0 +1,100 @@
+"""The measurement itself, against servers whose behaviour is known (tests/fixtures/servers/paced/server.py):
+latency resolution, coordinated omission, load-generator saturation and capacity search."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from servebench import capacity, latency, loadgen
+from servebench.readiness import wait_healthy
+from servebench.spec import TrialSpec
+from servebench.trial import run_trial
+
+
+def _started(start_server, name: str):  # type: ignore[no-untyped-def]
+    server = start_server(name, ready=False)  # answers are valid but not the model's: no parity check
+    wait_healthy(server, "/health", 20)
+    return server
+
+
+def test_microsecond_latency_where_locust_rounds_to_whole_ms(start_server, exports, tmp_path: Path) -> None:
+    """A 2.0 ms server reads 2.0 ms plus the harness's own round trip (Locust's HTTP client, loopback, the
+    server's I/O: about 0.3 ms on these machines), measured here against the same server doing no work."""
+    meta = str(exports["lr"].meta_path)
+    p50 = {}
+    for name in ("instant", "paced"):  # paced: 2.0 ms of work per request
+        server = _started(start_server, name)
+        load = loadgen.run(loadgen.LoadSpec(server.base_url, meta, users=1, spawn_rate=10, duration_s=3, warmup_s=1), tmp_path / name)
+        figures, _ = latency.figures_ms(load.histogram)
+        p50[name] = figures["latency_ms_p50"]
+        print(f"{name}: HDR p50 {p50[name]:.3f} ms, Locust p50 {load.locust['p50']} ms over {load.requests} requests")
+        assert load.locust["p50"] == round(load.locust["p50"])  # Locust: whole milliseconds
+        assert p50[name] != load.locust["p50"] and load.requests > 500 and load.warmup_requests > 0
+    assert p50["paced"] - p50["instant"] == pytest.approx(2.0, abs=0.3)  # in practice within 0.05
+    assert p50["instant"] < 1.0  # the floor itself is sub-millisecond, which Locust would report as 0 or 1
+    assert load.window_s == 3
+    intervals = [line for line in (tmp_path / "paced" / "latency.hlog").read_text().splitlines() if line[:1].isdigit()]
+    assert len(intervals) == 3  # one HdrHistogram interval per second of the window
+    assert "Percentile" in (tmp_path / "paced" / "latency_percentiles.txt").read_text()
+
+
+def test_open_loop_counts_the_queueing_that_closed_loop_omits(start_server, exports, tmp_path: Path) -> None:
+    server = _started(start_server, "stalling")  # 1 ms answers, 300 ms stalls every second
+    meta = str(exports["lr"].meta_path)
+    closed = loadgen.run(loadgen.LoadSpec(server.base_url, meta, users=4, spawn_rate=50, duration_s=6, warmup_s=1), tmp_path / "closed")
+    opened = loadgen.run(
+        loadgen.LoadSpec(server.base_url, meta, users=50, spawn_rate=500, duration_s=6, warmup_s=1, mode="open", rate=200),
+        tmp_path / "open",
+    )  # fmt: skip
+    closed_p99 = latency.figures_ms(closed.histogram)[0]["latency_ms_p99"]
+    open_p99 = latency.figures_ms(opened.histogram)[0]["latency_ms_p99"]
+    print(f"p99 closed loop {closed_p99:.1f} ms ({closed.requests} requests), open loop {open_p99:.1f} ms ({opened.requests})")
+    assert open_p99 > 100.0 and open_p99 > 3 * closed_p99
+    assert opened.requests == pytest.approx(200 * 6, rel=0.1)  # the arrival rate was kept
+
+
+def test_a_saturated_load_generator_is_flagged(tmp_path: Path, no_leftover_processes: None) -> None:
+    # The C++ server answers in tens of microseconds: one Locust process cannot keep up with it.
+    result = run_trial(TrialSpec("lr", "cpp", 1, 20, 20.0, 3.0, 1.0), tmp_path)
+    assert result.ok, result.reason
+    print(f"loadgen cpu {result.metrics['loadgen_cpu_percent_avg']:.0f}%, {result.metrics['rps']:.0f} rps")
+    assert "loadgen_saturated" in result.flags and result.metrics["loadgen_saturated"] == 1.0
+    assert result.metrics["loadgen_cpu_percent_avg"] > 90.0
+
+
+def test_capacity_search_converges_on_a_known_capacity(start_server, exports, tmp_path: Path) -> None:
+    server = _started(start_server, "serial")  # one request at a time, 5 ms each: at most 200 rps
+    meta = str(exports["lr"].meta_path)
+    count = iter(range(100))
+
+    def measure(rate: float) -> capacity.Step:
+        spec = loadgen.LoadSpec(server.base_url, meta, users=40, spawn_rate=400, duration_s=capacity.step_seconds(rate, 3.0),
+                                warmup_s=1, mode="open", rate=rate, arrival="constant")  # fmt: skip
+        load = loadgen.run(spec, tmp_path / f"step-{next(count)}")
+        figures, _ = latency.figures_ms(load.histogram)
+        return capacity.judge(rate, load.requests / load.window_s, figures.get("latency_ms_p99"), load.failures / load.requests, 50.0)
+
+    best, steps = capacity.search(measure, 100.0, precision=0.15)
+    print("steps:", [(round(s.rate), s.passed, s.p99_ms) for s in steps], "max rps at SLO", best)
+    assert best is not None and 120.0 <= best <= 205.0
+    assert all(not s.passed for s in steps if s.rate > 210.0)
+
+
+def test_repeats_and_capacity_search_through_a_trial(tmp_path: Path, no_leftover_processes: None) -> None:
+    spec = TrialSpec("lr", "fastapi", 1, 8, 8.0, 2.0, 0.5, repeats=2, capacity=False)
+    result = run_trial(spec, tmp_path / "repeats")
+    assert result.ok, result.reason
+    m = result.metrics
+    assert m["repeats"] == 2 and m["rps_ci95_low"] <= m["rps_mean"] <= m["rps_ci95_high"] and m["rps_cv"] >= 0
+    assert [step for step, _ in result.series["repeat/rps"]] == [1, 2]
+    for folder in ("repeat-1", "repeat-2"):
+        assert (tmp_path / "repeats" / folder / "latency.hlog").is_file()
+    spec = TrialSpec("lr", "fastapi", 1, 8, 8.0, 2.0, 0.5, capacity=True, slo_p99_ms=20.0)
+    result = run_trial(spec, tmp_path / "capacity")
+    assert result.ok, result.reason
+    steps = (tmp_path / "capacity" / "capacity_steps.csv").read_text().splitlines()
+    print("\n".join(steps), "\nmax rps at SLO", result.metrics.get("max_rps_at_slo"))
+    assert result.metrics["capacity_steps"] == len(steps) - 1 >= 2
+    assert result.metrics["max_rps_at_slo"] > 0 and len(result.series["capacity/rps"]) == len(steps) - 1
