@@ -39,7 +39,12 @@ cleanup() {
   fi
   [[ -n "$PUMP" ]] && kill "$PUMP" 2>/dev/null
   log "taking the stack down (containers, volumes, network)"
+  local ids
+  ids=$( ((PODMAN)) && podman ps -aq --no-trunc --filter "label=com.docker.compose.project=$PROJECT")
   compose down -v --remove-orphans >/dev/null 2>&1 || true
+  for id in $ids; do  # `podman healthcheck run` leaves its exec sessions' conmon behind
+    pkill -f "conmon .*-c $id" || true
+  done
   rm -f "$CA_COPY"
   rm -rf "$WORK"
   if [[ "${SERVEBENCH_ENGINE_STARTED:-}" == 1 ]]; then bash "$ROOT/scripts/container-engine.sh" stop; fi
