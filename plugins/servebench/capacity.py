@@ -32,12 +32,15 @@ class Step:
     error_rate: float
     passed: bool
     why: str  # what failed, or "" when it passed
+    loadgen_saturated: bool = False  # the step measured the load generator too: its rate may be understated
 
     def to_dict(self) -> dict[str, float | bool | str | None]:
         return asdict(self)
 
 
-def judge(rate: float, rps: float, p99_ms: float | None, error_rate: float, slo_p99_ms: float) -> Step:
+def judge(
+    rate: float, rps: float, p99_ms: float | None, error_rate: float, slo_p99_ms: float, loadgen_saturated: bool = False
+) -> Step:
     why = []
     if p99_ms is None:
         why.append("too few responses for p99")
@@ -45,7 +48,7 @@ def judge(rate: float, rps: float, p99_ms: float | None, error_rate: float, slo_
         why.append(f"p99 {p99_ms:.1f} ms > {slo_p99_ms:g} ms")
     if error_rate > MAX_ERROR_RATE:
         why.append(f"errors {100 * error_rate:.2f}% > {100 * MAX_ERROR_RATE:g}%")
-    return Step(rate, rps, p99_ms, error_rate, not why, "; ".join(why))
+    return Step(rate, rps, p99_ms, error_rate, not why, "; ".join(why), loadgen_saturated)
 
 
 def step_seconds(rate: float, duration_s: float) -> float:

@@ -92,9 +92,14 @@ def _cell(row: dict[str, Any], key: str, fmt: str) -> str:
     return format(value, fmt) if fmt != "s" else str(value)
 
 
+# Shown only when some row has them: a single-repeat or fixed-load run has no interval or capacity.
+OPTIONAL = {"rps_ci95", "rps_cv_pct", "max_rps_at_slo"}
+
+
 def format_table(rows: list[dict[str, Any]], markdown: bool = False) -> str:
-    header = [h for h, _, _ in COLUMNS]
-    body = [[_cell(r, k, f) for _, k, f in COLUMNS] for r in rows]
+    columns = [c for c in COLUMNS if c[1] not in OPTIONAL or any(r.get(c[1]) is not None for r in rows)]
+    header = [h for h, _, _ in columns]
+    body = [[_cell(r, k, f) for _, k, f in columns] for r in rows]
     if markdown:
         lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
         return "\n".join(lines + ["| " + " | ".join(c.replace("|", "/") for c in row) + " |" for row in body]) + "\n"

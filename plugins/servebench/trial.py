@@ -200,7 +200,10 @@ def _search_capacity(
 
     def measure(rate: float) -> capacity.Step:
         m = load_test(f"capacity-{next(count)}", "open", rate, capacity.step_seconds(rate, spec.duration_s))
-        return capacity.judge(rate, m.figures["rps"], m.figures.get("latency_ms_p99"), m.figures["error_rate"], spec.slo_p99_ms)
+        return capacity.judge(
+            rate, m.figures["rps"], m.figures.get("latency_ms_p99"), m.figures["error_rate"], spec.slo_p99_ms,
+            "loadgen_saturated" in m.flags,
+        )  # fmt: skip
 
     first = spec.rate or max(capacity.LOWEST_RATE, 0.8 * figures.get("rps", 0.0))
     best, steps = capacity.search(measure, first)
@@ -211,6 +214,8 @@ def _search_capacity(
     for key in ("rate", "rps", "p99_ms"):
         series[f"capacity/{key}"] = [(i, getattr(s, key)) for i, s in enumerate(steps, 1) if getattr(s, key) is not None]
     figures["capacity_steps"] = float(len(steps))
+    if any(s.loadgen_saturated for s in steps):  # the bound found may be Locust's, not the server's
+        flags.append("loadgen_saturated_during_capacity_search")
     if best is None:
         flags.append("no_rate_within_slo")
     else:

@@ -62,3 +62,12 @@ def test_the_planned_matrix_is_read_back_from_the_parent_run(tracker: Tracker) -
     planned = pipeline.planned_trials(parent, tracker)
     assert [s.key for s in planned] == ["lr-fastapi-w1-u5", "lr-fastapi-w2-u5", "lr-flask-w1-u5", "lr-flask-w2-u5"]
     assert planned[0].duration_s == asked.duration and planned[0].spawn_rate == asked.spawn_rate
+
+
+def test_the_table_shows_spread_and_capacity_columns_only_when_measured() -> None:
+    from servebench.summary import format_table
+
+    row = {"model": "lr", "framework": "fastapi", "workers": 1, "users": 5, "status": "ok", "rps": 100.0}
+    assert "rps 95% CI" not in format_table([row]) and "max rps @SLO" not in format_table([row])
+    shown = format_table([row, {**row, "workers": 2, "rps_ci95": "90-110", "rps_cv_pct": 4.0, "max_rps_at_slo": 95.0}])
+    assert "rps 95% CI" in shown and "90-110" in shown and "max rps @SLO" in shown
