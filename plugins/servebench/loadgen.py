@@ -110,25 +110,25 @@ def run(spec: LoadSpec, out_dir: Path, on_started: Callable[[int], None] = lambd
     parts = [json.loads(p.read_text()) for p in sorted(out_dir.glob("loadgen-*.json"))]
     if not parts:
         raise LoadgenError("Locust wrote no results:\n" + _tail(output))
-    result = _merge(window, parts)
-    latency.write_log(_window_seconds(window, parts), out_dir / "latency.hlog")
+    per_second = _window_seconds(window, parts)
+    result = _merge(window, parts, per_second)
+    latency.write_log(per_second, out_dir / "latency.hlog")
     latency.write_distribution(result.histogram, out_dir / "latency_percentiles.txt")
     return result
 
 
 def _window_seconds(window: dict[str, Any], parts: list[dict[str, Any]]) -> dict[int, HdrHistogram]:
     """The window's per-second histograms, merged over the processes."""
-    seconds: dict[int, HdrHistogram] = {}
+    encoded: dict[int, list[str]] = {}
     for part in parts:
         for key, second in part["seconds"].items():
             if window["start"] <= int(key) < window["end"]:
-                seconds.setdefault(int(key), latency.histogram()).decode_and_add(second["histogram"])
-    return seconds
+                encoded.setdefault(int(key), []).append(second["histogram"])
+    return {second: latency.merge(items) for second, items in encoded.items()}
 
 
-def _merge(window: dict[str, Any], parts: list[dict[str, Any]]) -> LoadResult:
+def _merge(window: dict[str, Any], parts: list[dict[str, Any]], per_second: dict[int, HdrHistogram]) -> LoadResult:
     start, end = window["start"], window["end"]
-    per_second = _window_seconds(window, parts)
     total = latency.histogram()
     for hist in per_second.values():
         total.add(hist)

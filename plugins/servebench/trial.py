@@ -7,6 +7,7 @@ reason (and server log tail) says what happened, so the rest of a run goes on an
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import logging
 from dataclasses import asdict, dataclass, field
@@ -51,8 +52,9 @@ def run_trial(spec: TrialSpec, out_dir: Path, runner: Runner | None = None) -> T
     out_dir.mkdir(parents=True, exist_ok=True)
     log.info("trial %s: starting", spec.run_name)
     try:
-        server_cpus = placement.cpuset_of(placement.resolve(spec.cpu_split, spec.cpuset).server_cpus) or None
-        result = _measure(spec, out_dir, runner or runners.create(spec.backend, server_cpus, spec.memory_mb))
+        where = placement.resolve(spec.cpu_split, spec.cpuset)
+        server_cpus = placement.cpuset_of(where.server_cpus) or None
+        result = _measure(spec, out_dir, runner or runners.create(spec.backend, server_cpus, spec.memory_mb), where)
     except Exception as exc:  # noqa: BLE001 - any fault fails this trial only, and says why
         tail = exc.log_tail if isinstance(exc, ServerFailed) else ""
         reason = exc.reason if isinstance(exc, ServerFailed) else f"{type(exc).__name__}: {exc}"
@@ -76,10 +78,9 @@ class _Measured:
     series: dict[str, list[tuple[int, float]]]
 
 
-def _measure(spec: TrialSpec, out_dir: Path, runner: Runner) -> TrialResult:
+def _measure(spec: TrialSpec, out_dir: Path, runner: Runner, where: placement.Placement) -> TrialResult:
     server_manifest = manifest.get(spec.framework)
     model = models.export(spec.model)
-    where = placement.resolve(spec.cpu_split, spec.cpuset)
     if where.note:
         log.info("trial %s: CPUs not split: %s", spec.run_name, where.note)
     context = {
@@ -196,7 +197,7 @@ def _search_capacity(
     load_test: Callable[[str, str, float | None, float], _Measured], out_dir: Path,
 ) -> None:
     """Capacity search from 80% of the closed-loop throughput (or the given rate); adds its figures."""
-    count = iter(range(1, 1000))
+    count = itertools.count(1)
 
     def measure(rate: float) -> capacity.Step:
         m = load_test(f"capacity-{next(count)}", "open", rate, capacity.step_seconds(rate, spec.duration_s))
