@@ -17,6 +17,7 @@ from typing import Any
 import pendulum
 from airflow.sdk import Param, dag, get_current_context, task
 
+from servebench.airflow_tasks import stopping_task
 from servebench.params import BenchmarkParams, json_schemas
 
 LOAD_POOL = "servebench_load"
@@ -72,6 +73,7 @@ def serving_benchmark() -> None:
 
     @task
     def open_run() -> str:
+        """Record the benchmark (its id names its spool folder) and open its MLflow parent run."""
         from servebench import pipeline
         from servebench.tracker import Tracker
 
@@ -81,27 +83,32 @@ def serving_benchmark() -> None:
         return pipeline.open_run(checked, Tracker(), trigger, dag_run.run_id)
 
     # all_done: a framework whose build failed fails only its own trials, each saying why.
-    @task(pool=LOAD_POOL, trigger_rule="all_done", map_index_template="{{ trial }}")
-    def run_trial(spec: dict[str, Any], parent_id: str) -> dict[str, Any]:
+    # stopping_task: killed by Airflow (time-out, marked failed, shutdown), it kills its server and Locust.
+    @stopping_task(pool=LOAD_POOL, trigger_rule="all_done", map_index_template="{{ trial }}")
+    def run_trial(spec: dict[str, Any], benchmark: str) -> dict[str, Any]:
         from servebench import pipeline
         from servebench.spec import TrialSpec
         from servebench.tracker import Tracker
 
         trial = TrialSpec.from_dict(spec)
         get_current_context()["trial"] = trial.key  # type: ignore[typeddict-unknown-key]
-        result, child_id = pipeline.run_and_log(trial, parent_id, Tracker())
+        result, child_id = pipeline.run_and_log(trial, benchmark, Tracker())
+        where = f"MLflow run {child_id}" if child_id else f"kept in {result.out_dir} until MLflow answers"
         if not result.ok:
-            raise pipeline.TrialFailed(f"{trial.run_name} failed: {result.reason} (MLflow run {child_id})")
+            raise pipeline.TrialFailed(f"{trial.run_name} {result.status}: {result.reason} ({where})")
         return {"mlflow_run_id": child_id, **{k: result.metrics.get(k) for k in ("rps", "latency_ms_p95")}}
 
     @task(trigger_rule="all_done")
-    def summarize(parent_id: str, specs: list[dict[str, Any]]) -> None:
+    def summarize(benchmark: str, specs: list[dict[str, Any]]) -> None:
         from servebench import pipeline
         from servebench.spec import TrialSpec
         from servebench.tracker import Tracker
 
-        result = pipeline.summarize(parent_id, [TrialSpec.from_dict(s) for s in specs], Tracker())
+        result = pipeline.summarize(benchmark, [TrialSpec.from_dict(s) for s in specs], Tracker())
         print(result.text())
+        if result.tracking_error:  # nothing is lost, but the morning view in MLflow lacks this night
+            raise pipeline.TrialFailed(f"MLflow unreachable ({result.tracking_error}): results of benchmark "
+                                       f"{benchmark} are spooled; run `servebench sync` once it is back")  # fmt: skip
         if result.failed:  # everything is logged; now make the run red so nobody mistakes it for a clean night
             bad = ", ".join(f"{r['model']}/{r['framework']}/w{r['workers']}/u{r['users']}" for r in result.failed)
             raise pipeline.TrialFailed(f"{len(result.failed)} of {len(result.rows)} configurations not ok: {bad}")
@@ -109,11 +116,11 @@ def serving_benchmark() -> None:
     specs = plan()
     models = train_models()
     builds = build_server.expand(framework=frameworks(specs))
-    parent = open_run()
-    specs >> models >> [parent, builds]  # images hold the model: built after it
-    trials = run_trial.partial(parent_id=parent).expand(spec=specs)
+    benchmark = open_run()
+    specs >> models >> [benchmark, builds]  # images hold the model: built after it
+    trials = run_trial.partial(benchmark=benchmark).expand(spec=specs)
     builds >> trials
-    trials >> summarize(parent, specs)
+    trials >> summarize(benchmark, specs)
 
 
 serving_benchmark()

@@ -97,7 +97,7 @@ def no_leftover_processes(servebench_home: Path, tmp_path_factory: pytest.TempPa
     """Fails the test if a process it started outlives it: servers run from the session's state folder and
     Locust writes into test folders, so a new process naming pytest's temporary root is a leftover.
     Leftovers are killed after being reported, so one leak does not fail every later test."""
-    roots = {str(servebench_home), str(tmp_path_factory.getbasetemp())}
+    roots = {str(servebench_home) + os.sep, str(tmp_path_factory.getbasetemp()) + os.sep}  # not a sibling with the same prefix
     before = set(_ours(roots))
     yield
     leftovers = {pid: cmd for pid, cmd in _ours(roots).items() if pid not in before}

@@ -148,12 +148,30 @@ def build(manifest: Manifest, envs_root: Path | None = None) -> BuiltServer:
     built = BuiltServer(manifest, envs_root / f"{manifest.name}-{key}", key)
     with _locked(built):  # two tasks building the same server wait for each other
         if (built.env_dir / BUILT_MARKER).exists():
-            log.info("server %s: environment %s is up to date", manifest.name, built.env_dir.name)
-            return built
-        if built.env_dir.exists():  # an earlier build died half-way
+            problem = _damage(built)
+            if problem is None:
+                log.info("server %s: environment %s is up to date", manifest.name, built.env_dir.name)
+                return built
+            log.warning("server %s: environment %s is broken (%s); building it again", manifest.name, built.env_dir, problem)
+        if built.env_dir.exists():  # an earlier build died half-way, or was damaged since
             shutil.rmtree(built.env_dir)
         _create(built)
     return built
+
+
+def _damage(built: BuiltServer) -> str | None:
+    """What changed in a finished Python environment since it was built (its interpreter gone, packages
+    removed or replaced by hand), or None. Native builds are checked by their start command."""
+    if built.manifest.language != "python":
+        return None
+    if not built.python.exists():
+        return f"its interpreter {built.python} is missing"
+    proc = subprocess.run([_uv(), "pip", "freeze", "--python", str(built.python)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        return f"its interpreter does not run: {proc.stderr.strip()[-300:]}"
+    recorded = set((built.env_dir / "freeze.txt").read_text().splitlines())
+    missing = sorted(recorded - set(proc.stdout.splitlines()))
+    return f"packages missing or changed: {', '.join(missing)}" if missing else None
 
 
 class _locked:

@@ -59,6 +59,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--slo-p99-ms", type=float, help="capacity search: p99 latency bound (ms)")
     run.add_argument("--loadgen-processes", type=int, help="Locust processes (more cores for the load generator)")
     run.add_argument("--cpu-split", help='"auto", "off" or SERVER_CPUS:LOADGEN_CPUS, e.g. 0-1:2-3')
+    run.add_argument("--soak-minutes", type=float, help="soak mode: one long load test per configuration, fitting memory growth")
+    run.add_argument("--request-timeout", type=float, help="seconds before a request counts as failed")
     run.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
 
     serve = sub.add_parser("serve", help="build what is missing and run one server until Ctrl-C")
@@ -67,6 +69,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, default=1)
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--backend", choices=["local", "docker"], default="local", help="a local process or a container")
+
+    sync = sub.add_parser("sync", help="upload the results an unreachable MLflow left in the local spool (each exactly once)")
+    sync.add_argument("--any-uri", action="store_true", help="also upload benchmarks meant for another tracking URI to this one")
 
     show = sub.add_parser("summary", help="print the comparison table of a logged benchmark run")
     show.add_argument("run_id", nargs="?", help="parent run id (default: the latest in the experiment)")
@@ -85,12 +90,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     from servebench.images import ImageError
     from servebench.manifest import ManifestError
     from servebench.params import ParamsError
+    from servebench.teardown import Aborted
 
     try:
-        return {"run": _run, "serve": _serve, "summary": _summary}[args.command](args)
+        return {"run": _run, "serve": _serve, "summary": _summary, "sync": _sync}[args.command](args)
     except (ParamsError, ManifestError, ImageError) as exc:
         print(f"servebench: {exc}", file=sys.stderr)
         return 2
+    except Aborted as exc:  # what was running is stopped, the aborted trial recorded in the spool
+        print(f"servebench: {exc}", file=sys.stderr)
+        return 128 + exc.signum
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -100,26 +109,46 @@ def _run(args: argparse.Namespace) -> int:
         name: getattr(args, name)
         for name in ("models", "frameworks", "workers", "users", "spawn_rate", "duration", "warmup", "experiment",
                      "backend", "cpuset", "memory_mb", "load", "rate", "arrival", "repeats", "max_cv", "capacity",
-                     "slo_p99_ms", "loadgen_processes", "cpu_split")
+                     "slo_p99_ms", "loadgen_processes", "cpu_split", "request_timeout", "soak_minutes")
         if getattr(args, name) is not None
     }
     outcome = pipeline.run_all(raw, trigger="cli")
+    done = outcome.summary
     if args.json:
         trials = [
             {**result.spec.to_dict(), "status": result.status, "reason": result.reason, "flags": list(result.flags),
              "metrics": result.metrics, "mlflow_run_id": child_id}
             for result, child_id in outcome.results
         ]  # fmt: skip
-        print(json.dumps({"parent_run_id": outcome.parent_id, "trials": trials}, indent=1))
+        print(json.dumps({"benchmark": outcome.benchmark, "parent_run_id": done.parent_id,
+                          "tracking_error": done.tracking_error, "trials": trials}, indent=1))  # fmt: skip
     else:
-        print(outcome.summary.text())
-        _print_where(outcome.parent_id, outcome.summary.files[0].parent)
-    return 1 if outcome.summary.failed else 0
+        print(done.text())
+        _print_where(done.parent_id, done.files[0].parent)
+    if done.tracking_error:
+        print(f"servebench: MLflow unreachable ({done.tracking_error}); the results are kept in "
+              f"{done.files[0].parent.parent}: run `servebench sync` once it is back", file=sys.stderr)  # fmt: skip
+    return 1 if done.failed or done.tracking_error else 0
 
 
-def _print_where(parent_id: str, summary_dir: Path) -> None:
+def _sync(args: argparse.Namespace) -> int:
+    from servebench import pipeline
+    from servebench.tracker import Tracker
+
+    tracker = Tracker()
+    done = pipeline.sync(tracker, args.any_uri)
+    for bench, uploaded in done:
+        state = f"parent run {uploaded.parent_id}, {len(uploaded.runs)} trial runs" if not uploaded.error else uploaded.error
+        print(f"{bench.id}: {state}")
+    left = [bench.id for bench, uploaded in done if uploaded.error]
+    print(f"synced {len(done) - len(left)} benchmark(s) to {tracker.uri}" + (f"; {len(left)} still pending" if left else "")
+          if done else f"nothing to sync: MLflow at {tracker.uri} has every spooled result")  # fmt: skip
+    return 1 if left else 0
+
+
+def _print_where(parent_id: str | None, summary_dir: Path) -> None:
     uri = paths.tracking_uri()
-    print(f"MLflow parent run {parent_id}; summary files in {summary_dir}")
+    print(f"MLflow parent run {parent_id or '(not logged yet)'}; summary files in {summary_dir}")
     if uri.startswith("sqlite:"):
         print(
             f"MLflow UI:  .venv/bin/mlflow ui --backend-store-uri {uri} "
@@ -138,9 +167,9 @@ def _summary(args: argparse.Namespace) -> int:
     if run_id is None:
         print(f"servebench: no benchmark run in experiment {args.experiment!r} at {tracker.uri}", file=sys.stderr)
         return 2
-    rows = summary.rows_from_runs(tracker.trial_runs(run_id), pipeline.planned_trials(run_id, tracker))
+    rows = summary.rows_from_records(tracker.trial_runs(run_id), pipeline.planned_trials(run_id, tracker))
     print(summary.format_table(rows))
-    _print_where(run_id, paths.runs_dir() / run_id / "summary")
+    _print_where(run_id, paths.runs_dir() / tracker.benchmark_of(run_id) / "summary")
     bad = [r for r in rows if r["status"] != "ok"]
     if bad:
         print(f"{len(bad)} of {len(rows)} configurations not ok", file=sys.stderr)

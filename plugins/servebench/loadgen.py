@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 from hdrh.histogram import HdrHistogram
 
-from servebench import latency
+from servebench import latency, teardown
 
 log = logging.getLogger(__name__)
 
@@ -84,11 +84,12 @@ def run(spec: LoadSpec, out_dir: Path, on_started: Callable[[int], None] = lambd
     ]  # fmt: skip
     if spec.processes > 1:
         cmd += ["--processes", str(spec.processes)]
-    env = {"SERVEBENCH_LOADGEN_CONFIG": str(config), "PYTHONUNBUFFERED": "1"}
+    env = {"SERVEBENCH_LOADGEN_CONFIG": str(config), "PYTHONUNBUFFERED": "1", **teardown.owner_mark()}
     proc = subprocess.Popen(
         cmd, env={**_base_env(), **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         start_new_session=True, preexec_fn=(lambda: os.sched_setaffinity(0, spec.cpus)) if spec.cpus else None,
     )  # fmt: skip
+    token = teardown.register(f"Locust (process group {proc.pid})", lambda: _kill(proc))
     on_started(proc.pid)
     output: list[str] = []
     reader = threading.Thread(target=_relay, args=(proc, output), daemon=True)
@@ -96,10 +97,10 @@ def run(spec: LoadSpec, out_dir: Path, on_started: Callable[[int], None] = lambd
     try:
         code = proc.wait(timeout=limit + STOP_SLACK_S)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
         raise LoadgenError(f"Locust did not finish within {limit + STOP_SLACK_S:.0f}s:\n" + _tail(output)) from None
     finally:
+        _kill(proc)  # its whole group, whatever ended the wait (a time-out, a signal, an exception)
+        teardown.unregister(token)
         reader.join(timeout=5)
     if code != 0:
         raise LoadgenError(f"Locust exited with code {code}:\n" + _tail(output))
@@ -153,6 +154,15 @@ def _merge(window: dict[str, Any], parts: list[dict[str, Any]], per_second: dict
         failures=sum(failures.values()), histogram=total, per_second=rows,
         failure_reasons=reasons.most_common(10), warmup_requests=warmup, locust=window["locust"],
     )  # fmt: skip
+
+
+def _kill(proc: subprocess.Popen[str]) -> None:
+    """SIGKILL Locust's process group (its --processes workers too); nothing to do once it has exited."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
 
 
 def _base_env() -> dict[str, str]:

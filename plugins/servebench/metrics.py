@@ -12,6 +12,27 @@ from servebench.sampler import Sample
 
 # Above this share of the cores it may use, the load generator, not the server, may set the pace.
 LOADGEN_SATURATED_SHARE = 0.9
+# Trends (a soak's point): memory "grows" when RSS rises faster than this along a line that explains
+# most of its variation (a leak, not an allocator settling); latency "drifts" when its p95 rises by this
+# share of its median over the window along a fitted line. Below MIN_FIT_POINTS seconds, no trend is fitted.
+GROWTH_FLAG_MB_PER_MIN = 1.0
+GROWTH_MIN_R2 = 0.8
+DRIFT_FLAG_SHARE = 0.2
+DRIFT_MIN_R2 = 0.5
+MIN_FIT_POINTS = 10
+
+
+def trend(points: list[tuple[float, float]]) -> tuple[float, float] | None:
+    """Least-squares slope per minute and R² of (seconds, value) points; None with too few to fit."""
+    if len(points) < MIN_FIT_POINTS:
+        return None
+    x, y = (np.asarray(v, dtype=float) for v in zip(*points))
+    if np.ptp(x) == 0:
+        return None
+    slope, intercept = np.polyfit(x, y, 1)
+    total = float(((y - y.mean()) ** 2).sum())
+    r2 = 1.0 - float(((y - (slope * x + intercept)) ** 2).sum()) / total if total > 0 else 0.0
+    return float(slope) * 60.0, r2
 
 
 def _stats(values: Iterable[float], prefix: str) -> dict[str, float]:
@@ -43,13 +64,23 @@ def trial_metrics(
             # CPU per request does not depend on how fast the load generator is: the fairest cost figure.
             cpu_seconds = figures["server_cpu_percent_avg"] / 100.0 * load.window_s
             figures["server_cpu_us_per_request"] = cpu_seconds * 1e6 / load.requests
+    flags = []
+    growth = trend([(s.t, s.rss_mb) for s in server])
+    if growth:
+        figures["server_rss_growth_mb_per_min"], figures["server_rss_growth_r2"] = growth
+        if growth[0] > GROWTH_FLAG_MB_PER_MIN and growth[1] >= GROWTH_MIN_R2:
+            flags.append("memory_growing")
+    drift = trend([(p["second"], p["latency_ms_p95"]) for p in load.per_second if p["latency_ms_p95"] is not None])
+    if drift and "latency_ms_p95" in figures:
+        figures["latency_p95_drift_ms_per_min"], figures["latency_p95_drift_r2"] = drift
+        if drift[0] * load.window_s / 60.0 > DRIFT_FLAG_SHARE * figures["latency_ms_p95"] and drift[1] >= DRIFT_MIN_R2:
+            flags.append("latency_drifting")
     loadgen_cpu = _stats((s.cpu_percent for s in loadgen), "loadgen_cpu_percent")
     saturated = False
     if loadgen_cpu:
         figures["loadgen_cpu_percent_avg"] = loadgen_cpu["loadgen_cpu_percent_avg"]
         saturated = figures["loadgen_cpu_percent_avg"] > LOADGEN_SATURATED_SHARE * 100.0 * loadgen_cores
     figures["loadgen_saturated"] = float(saturated)
-    flags = []
     if missing:
         flags.append("too_few_requests_for_" + "_".join(missing))
     if saturated:

@@ -69,6 +69,13 @@ class BenchmarkParams(BaseModel):
     capacity: bool = Field(default=False, description="Search each configuration's highest open-loop rate within the SLO instead of fixed load.")
     slo_p99_ms: float = Field(default=100.0, gt=0, description="Capacity search: the p99 latency a rate must stay under (errors under 0.1%).")
     loadgen_processes: int = Field(default=1, ge=1, le=64, description="Locust processes (--processes): more cores for the load generator.")
+    soak_minutes: float | None = Field(
+        default=None, gt=0, le=1440,
+        description="Soak mode: load each configuration for this many minutes in one run (no repeats) and fit its memory growth (MB/min) and latency drift.",
+    )  # fmt: skip
+    request_timeout: float = Field(
+        default=10.0, gt=0, le=600, description="Seconds a request may take before it counts as failed (a hung server is bounded by it)."
+    )
     cpu_split: str = Field(
         default="auto", pattern=placement.SPLIT_PATTERN,
         description='Pin server and load generator to disjoint CPUs: "auto" (halves, from 4 cores), "off", or "SERVER_CPUS:LOADGEN_CPUS" such as "0-1:2-3".',
@@ -106,6 +113,8 @@ class BenchmarkParams(BaseModel):
             raise ValueError("load 'open' needs a rate (requests per second)")
         if self.rate is not None and self.load != "open" and not self.capacity:
             raise ValueError("rate applies to load 'open' (or capacity search's first step)")
+        if self.soak_minutes is not None and self.capacity:
+            raise ValueError("soak_minutes and capacity are two different runs: choose one")
         placement.check(self.cpu_split, self.cpuset)
         elsewhere = [f for f in self.frameworks if self.backend not in manifest.get(f).backends]
         if elsewhere:

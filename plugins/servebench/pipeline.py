@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
 
-from servebench import environment, images, manifest, models, params, paths, runner, summary
+from servebench import environment, images, manifest, models, params, runner, spool, summary
 from servebench.build import BuildError
 from servebench.spec import TrialSpec, plan
-from servebench.tracker import TAG_DAG_RUN, Tracker
+from servebench.tracker import TAG_DAG_RUN, Tracker, record_of
 from servebench.trial import TrialResult, run_trial
 
 log = logging.getLogger(__name__)
+RETRY_DELAYS_S = (1.0, 4.0)  # between upload attempts while MLflow does not answer
 
 
 class TrialFailed(RuntimeError):
@@ -47,22 +49,78 @@ def build_framework(name: str, checked: params.BenchmarkParams) -> list[str]:
 def open_run(
     checked: params.BenchmarkParams, tracker: Tracker, trigger: str, dag_run_id: str | None = None
 ) -> str:
-    """The parent MLflow run of a benchmark, with what was asked, on what, and the models served."""
+    """Record the benchmark in the spool and open its MLflow parent run (later, if MLflow is away);
+    returns the benchmark's id, which the other stages take. A re-run of a DAG run keeps its id."""
     tags = {"trigger": trigger, **environment.host_tags()}
     if dag_run_id:
         tags[TAG_DAG_RUN] = dag_run_id
-    run_name = f"{trigger} {time.strftime('%Y-%m-%d %H:%M')}"
-    parent_id = tracker.open_parent(checked.experiment, run_name, checked.model_dump(), tags)
-    tracker.log_models(parent_id, train_models(checked.models))
-    log.info("MLflow parent run %s in experiment %r at %s", parent_id, checked.experiment, tracker.uri)
+    bench = spool.create(
+        spool.Benchmark(
+            spool.benchmark_id(dag_run_id), checked.experiment, f"{trigger} {time.strftime('%Y-%m-%d %H:%M')}",
+            checked.model_dump(), tags, list(checked.models), tracker.uri,
+        )  # fmt: skip
+    )
+    log.info("benchmark %s: results are kept in %s, then logged to MLflow at %s", bench.id, bench.folder, tracker.uri)
+    upload(bench, tracker, retries=0)
+    return bench.id
+
+
+def _parent(bench: spool.Benchmark, tracker: Tracker) -> str:
+    """The benchmark's parent run, opened (and its models logged) when MLflow first answers."""
+    parent_id = tracker.open_parent(bench)
+    tracker.log_models(parent_id, train_models(bench.models))
     return parent_id
 
 
-def run_and_log(spec: TrialSpec, parent_id: str, tracker: Tracker) -> tuple[TrialResult, str]:
-    """Run one trial and log it as a child run; returns the result and the child run's id."""
-    result = run_trial(spec, paths.runs_dir() / parent_id / spec.key)
-    child_id = tracker.log_trial(parent_id, result)
-    return result, child_id
+@dataclass(frozen=True)
+class Upload:
+    """What one upload attempt achieved: the parent run and each trial's run, or why MLflow refused."""
+
+    parent_id: str | None
+    runs: dict[str, str]  # trial key -> MLflow run id
+    error: str | None = None
+
+
+def upload(bench: spool.Benchmark, tracker: Tracker, retries: int = len(RETRY_DELAYS_S)) -> Upload:
+    """Upload what the spool holds and MLflow lacks, retrying after RETRY_DELAYS_S; never raises for
+    MLflow's faults (unreachable, refusing, disk full): the result stays spooled and the error is returned."""
+    error = ""
+    for attempt in range(retries + 1):
+        if attempt:
+            time.sleep(RETRY_DELAYS_S[attempt - 1])
+        runs: dict[str, str] = {}
+        try:
+            parent_id = _parent(bench, tracker)
+            for result_file in bench.pending():
+                result = TrialResult.load(result_file)
+                run_id = tracker.log_trial(parent_id, result)
+                spool.mark_uploaded(result_file.parent, run_id, tracker.uri)
+            for folder in bench.folder.iterdir():
+                if (run_id := spool.uploaded_run(folder)) and folder.name != spool.SUMMARY_DIR:
+                    runs[folder.name] = run_id
+            return Upload(parent_id, runs)
+        except Exception as exc:  # noqa: BLE001 - whatever MLflow's fault, the spool keeps the results
+            error = _brief(exc)
+            log.warning("MLflow at %s: upload attempt %d of %d failed: %s", tracker.uri, attempt + 1, retries + 1, error)
+    pending = len(bench.pending())
+    log.error("MLflow unreachable; %d result(s) of benchmark %s kept in %s: run `servebench sync` once it is back",
+              pending, bench.id, bench.folder)  # fmt: skip
+    return Upload(None, {}, error)
+
+
+def _brief(exc: Exception) -> str:
+    """The gist of an MLflow failure: the OS error under a wrapped connection failure, else its first line."""
+    text = str(exc)
+    cause = re.search(r"\[Errno -?\d+\] [^'\")]+", text)
+    return f"{type(exc).__name__}: {cause.group(0) if cause else (text.splitlines() or [''])[0][:300]}"
+
+
+def run_and_log(spec: TrialSpec, benchmark: str, tracker: Tracker) -> tuple[TrialResult, str | None]:
+    """Run one trial into the spool and upload it; returns the result and its MLflow run (None while
+    MLflow is unreachable: the result waits in the spool)."""
+    bench = spool.load(benchmark)
+    result = run_trial(spec, bench.trial_dir(spec.key))
+    return result, upload(bench, tracker).runs.get(spec.key)
 
 
 def planned_trials(parent_id: str, tracker: Tracker) -> list[TrialSpec]:
@@ -70,30 +128,55 @@ def planned_trials(parent_id: str, tracker: Tracker) -> list[TrialSpec]:
     return plan(params.BenchmarkParams.model_construct(**tracker.parent_params(parent_id)))
 
 
-def summarize(parent_id: str, planned: list[TrialSpec], tracker: Tracker) -> summary.Summary:
-    """Build the comparison from the tracker, log it to the parent run and close that run."""
-    runs = tracker.trial_runs(parent_id)
-    rows = summary.rows_from_runs(runs, planned)
-    curves = {
-        f"{r.data.params.get('model')} {r.data.params.get('framework')} w{r.data.params.get('workers')}": points
-        for r in runs
-        if (points := tracker.capacity_curve(r.info.run_id))
-    }
-    files = summary.write_files(rows, paths.runs_dir() / parent_id / "summary", curves)
-    tracker.log_files(parent_id, files, "summary")
-    result = summary.Summary(rows, files)
-    tracker.close_parent(parent_id, failed=bool(result.failed))
-    log.info("summary of %d trials (%d not ok) logged to parent run %s", len(rows), len(result.failed), parent_id)
+def summarize(benchmark: str, planned: list[TrialSpec], tracker: Tracker) -> summary.Summary:
+    """Build the comparison from MLflow (or from the spool while MLflow is unreachable), log it to the
+    parent run and close that run. Spooled results are uploaded first."""
+    bench = spool.load(benchmark)
+    uploaded = upload(bench, tracker)
+    if uploaded.parent_id:
+        records = tracker.trial_runs(uploaded.parent_id)
+    else:
+        records = [record_of(TrialResult.load(p)) for p in sorted(bench.folder.glob(f"*/{spool.RESULT_FILE}"))]
+    rows = summary.rows_from_records(records, planned)
+    curves = {f"{r.params.get('model')} {r.params.get('framework')} w{r.params.get('workers')}": r.capacity for r in records if r.capacity}
+    (bench.summary_dir / spool.UPLOADED_FILE).unlink(missing_ok=True)
+    files = summary.write_files(rows, bench.summary_dir, curves)
+    result = summary.Summary(rows, files, uploaded.parent_id, uploaded.error)
+    if uploaded.parent_id:
+        tracker.log_files(uploaded.parent_id, files, "summary")
+        tracker.close_parent(uploaded.parent_id, failed=bool(result.failed))
+        spool.mark_uploaded(bench.summary_dir, uploaded.parent_id, tracker.uri)
+        log.info("summary of %d trials (%d not ok) logged to parent run %s", len(rows), len(result.failed), uploaded.parent_id)
     for row in result.parity_failures:
         log.error("not load-tested, answers differ from the reference: %s/%s/w%s: %s",
                   row["model"], row["framework"], row["workers"], row["notes"])  # fmt: skip
     return result
 
 
+def sync(tracker: Tracker, any_uri: bool = False) -> list[tuple[spool.Benchmark, Upload]]:
+    """Upload every benchmark the spool holds that MLflow lacks in part (`servebench sync`): those meant for
+    this tracking URI, or all of them with `any_uri`. One summarized offline gets its summary rebuilt
+    from MLflow and its parent run closed."""
+    done = []
+    for bench in spool.all_benchmarks():
+        if not bench.pending() and not bench.summary_pending():
+            continue
+        if bench.tracking_uri != tracker.uri:
+            if not any_uri:
+                log.info("benchmark %s is meant for MLflow at %s, not %s: left in the spool", bench.id, bench.tracking_uri, tracker.uri)
+                continue
+            log.info("benchmark %s was meant for %s; uploading it to %s", bench.id, bench.tracking_uri, tracker.uri)
+        uploaded = upload(bench, tracker, retries=0)
+        if uploaded.parent_id and bench.summary_pending():
+            summarize(bench.id, planned_trials(uploaded.parent_id, tracker), tracker)
+        done.append((bench, uploaded))
+    return done
+
+
 @dataclass(frozen=True)
 class RunOutcome:
-    parent_id: str
-    results: list[tuple[TrialResult, str]]
+    benchmark: str
+    results: list[tuple[TrialResult, str | None]]
     summary: summary.Summary
 
 
@@ -107,9 +190,9 @@ def run_all(raw: dict[str, Any], trigger: str = "cli", tracker: Tracker | None =
             build_framework(name, checked)
         except (BuildError, images.ImageError) as exc:  # its trials fail with this reason; the others go on
             log.error("server %s: %s", name, exc)
-    parent_id = open_run(checked, tracker, trigger)
+    benchmark = open_run(checked, tracker, trigger)
     results = []
     for i, spec in enumerate(specs, 1):
         log.info("=== trial %d/%d: %s", i, len(specs), spec.run_name)
-        results.append(run_and_log(spec, parent_id, tracker))
-    return RunOutcome(parent_id, results, summarize(parent_id, specs, tracker))
+        results.append(run_and_log(spec, benchmark, tracker))
+    return RunOutcome(benchmark, results, summarize(benchmark, specs, tracker))

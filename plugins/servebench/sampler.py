@@ -39,6 +39,9 @@ class Probe(Protocol):
     def read(self) -> Usage | None:
         """Current usage, or None once what it watches is gone."""
 
+    def gone(self) -> list[int]:
+        """Pids of processes of the tree that died while it was watched (a crashed worker)."""
+
 
 class ProcessTreeProbe:
     """A process and all its descendants. Process objects are kept between reads (a new one's first
@@ -47,6 +50,10 @@ class ProcessTreeProbe:
     def __init__(self, pid: int) -> None:
         self.pid = pid
         self._procs: dict[int, psutil.Process] = {}
+        self._gone: list[int] = []
+
+    def gone(self) -> list[int]:
+        return list(self._gone)
 
     def _process(self, pid: int) -> psutil.Process:
         proc = self._procs.get(pid)
@@ -61,6 +68,10 @@ class ProcessTreeProbe:
             tree = [root] + root.children(recursive=True)
         except psutil.Error:
             return None  # the process is gone; the trial notices through its exit code
+        current = {proc.pid for proc in tree}
+        for pid in [pid for pid in self._procs if pid not in current]:
+            self._procs.pop(pid)
+            self._gone.append(pid)
         cpu = rss = 0.0
         threads = alive = 0
         for proc in tree:

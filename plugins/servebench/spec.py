@@ -30,11 +30,15 @@ class TrialSpec:
     slo_p99_ms: float = 100.0
     loadgen_processes: int = 1
     cpu_split: str = "auto"
+    request_timeout_s: float = 10.0
+    soak_minutes: float | None = None  # soak mode: one long load test instead of `repeats` of `duration_s`
 
     @property
     def _how(self) -> str:
         if self.capacity:
             return "-capacity"
+        if self.soak_minutes:
+            return f"-soak{self.soak_minutes:g}m"
         return f"-open{self.rate:g}" if self.load == "open" else ""
 
     @property
@@ -63,7 +67,8 @@ def plan(params: BenchmarkParams) -> list[TrialSpec]:
         "backend": params.backend, "cpuset": params.cpuset, "memory_mb": params.memory_mb, "load": params.load,
         "rate": params.rate, "arrival": params.arrival, "repeats": params.repeats, "max_cv": params.max_cv,
         "capacity": params.capacity, "slo_p99_ms": params.slo_p99_ms, "loadgen_processes": params.loadgen_processes,
-        "cpu_split": params.cpu_split,
+        "cpu_split": params.cpu_split, "request_timeout_s": params.request_timeout,
+        "soak_minutes": params.soak_minutes,
     }  # fmt: skip
     return [
         TrialSpec(model, framework, workers, users, params.spawn_rate, params.duration, params.warmup, **how)

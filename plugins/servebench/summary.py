@@ -1,7 +1,7 @@
 """The comparison a run ends with: a table (terminal, Markdown, CSV) and a PNG, read back from MLflow.
 
-It never re-measures: rows come from the trial runs logged in the tracker, and planned trials that
-logged nothing are listed as missing.
+It never re-measures: rows come from the trials' records (MLflow runs, or the spool's results when
+MLflow is unreachable), and planned trials that recorded nothing are listed as missing.
 """
 
 from __future__ import annotations
@@ -10,9 +10,12 @@ import csv
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from servebench.spec import TrialSpec
+
+if TYPE_CHECKING:
+    from servebench.tracker import TrialRecord
 
 # (column header, row key, format)
 COLUMNS: list[tuple[str, str, str]] = [
@@ -33,6 +36,7 @@ COLUMNS: list[tuple[str, str, str]] = [
     ("server cpu %", "server_cpu_percent_avg", ".0f"),
     ("cpu µs/req", "server_cpu_us_per_request", ".0f"),
     ("server rss MB", "server_rss_mb_max", ".0f"),
+    ("rss MB/min", "server_rss_growth_mb_per_min", ".2f"),
     ("cold start s", "cold_start_s", ".2f"),
     ("notes", "notes", "s"),
 ]
@@ -42,6 +46,8 @@ COLUMNS: list[tuple[str, str, str]] = [
 class Summary:
     rows: list[dict[str, Any]]
     files: list[Path]
+    parent_id: str | None = None  # the MLflow parent run it was logged to
+    tracking_error: str | None = None  # MLflow was unreachable: built from the spool, not logged yet
 
     @property
     def failed(self) -> list[dict[str, Any]]:
@@ -56,17 +62,17 @@ class Summary:
         return format_table(self.rows)
 
 
-def rows_from_runs(runs: Iterable[Any], planned: list[TrialSpec] | None = None) -> list[dict[str, Any]]:
-    """One row per trial run (MLflow Run objects), plus a 'missing' row per planned trial never logged."""
+def rows_from_records(records: Iterable[TrialRecord], planned: list[TrialSpec] | None = None) -> list[dict[str, Any]]:
+    """One row per trial record, plus a 'missing' row per planned trial that recorded nothing."""
     from servebench.tracker import TAG_FLAGS, TAG_REASON, TAG_STATUS, TAG_TRIAL_KEY
 
     rows: dict[str, dict[str, Any]] = {}
-    for run in runs:
-        p, m, t = run.data.params, run.data.metrics, run.data.tags
+    for record in records:
+        p, m, t = record.params, record.metrics, record.tags
         row: dict[str, Any] = {
             "model": p.get("model"), "framework": p.get("framework"),
             "workers": int(p.get("workers", 0)), "users": int(p.get("users", 0)),
-            "status": t.get(TAG_STATUS, "unknown"), "parity": p.get("parity"), "run_id": run.info.run_id,
+            "status": t.get(TAG_STATUS, "unknown"), "parity": p.get("parity"), "run_id": record.run_id,
             "slo_p99_ms": p.get("slo_p99_ms") if p.get("capacity") == "true" else None, **m,
         }  # fmt: skip
         if "error_rate" in m:
@@ -75,7 +81,7 @@ def rows_from_runs(runs: Iterable[Any], planned: list[TrialSpec] | None = None) 
             row["rps_ci95"] = f"{m['rps_ci95_low']:.0f}-{m['rps_ci95_high']:.0f}"
             row["rps_cv_pct"] = 100.0 * m["rps_cv"]
         row["notes"] = t.get(TAG_REASON) or t.get(TAG_FLAGS, "")
-        rows[t.get(TAG_TRIAL_KEY, run.info.run_id)] = row  # a re-run of a trial replaces the older row
+        rows[t.get(TAG_TRIAL_KEY, record.run_id)] = row  # a re-run of a trial replaces the older row
     for spec in planned or []:
         if spec.key not in rows:
             rows[spec.key] = {
@@ -92,8 +98,9 @@ def _cell(row: dict[str, Any], key: str, fmt: str) -> str:
     return format(value, fmt) if fmt != "s" else str(value)
 
 
-# Shown only when some row has them: a single-repeat or fixed-load run has no interval or capacity.
-OPTIONAL = {"rps_ci95", "rps_cv_pct", "max_rps_at_slo"}
+# Shown only when some row has them: a single-repeat or fixed-load run has no interval or capacity, a
+# short one no memory trend.
+OPTIONAL = {"rps_ci95", "rps_cv_pct", "max_rps_at_slo", "server_rss_growth_mb_per_min"}
 
 
 def format_table(rows: list[dict[str, Any]], markdown: bool = False) -> str:

@@ -1,25 +1,32 @@
 """MLflow tracking: one parent run per benchmark run, one child run per trial, names that compare cleanly.
 
 Uses MlflowClient with explicit run ids (no fluent "active run" state), so Airflow tasks in separate
-processes can all log into the same parent run.
+processes can all log into the same parent run. Every write is idempotent, because the spool retries
+uploads: a parent run is found again by its benchmark id, a trial's upload by its result id.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from servebench import paths
 from servebench.models import ExportedModel
+from servebench.spool import Benchmark
 from servebench.trial import TrialResult
 
 log = logging.getLogger(__name__)
 
 TAG_KIND = "servebench.kind"  # "benchmark" (parent) | "trial" (child)
+TAG_BENCHMARK = "servebench.benchmark_id"  # the spool's id of the benchmark a parent run holds
 TAG_TRIAL_KEY = "servebench.trial_key"
+TAG_RESULT = "servebench.result_id"  # one measured result; uploaded once however often it is retried
+TAG_UPLOAD = "servebench.upload"  # "complete" once every figure and artifact of the result is in
 TAG_STATUS = "servebench.status"
 TAG_REASON = "servebench.failure_reason"
 TAG_FLAGS = "servebench.flags"
@@ -27,6 +34,44 @@ TAG_LOADGEN_SATURATED = "servebench.loadgen_saturated"  # "true": the figures me
 TAG_DAG_RUN = "airflow.dag_run_id"
 ARTIFACT_SUFFIXES = {".csv", ".html", ".log", ".json", ".txt", ".hlog"}
 _PARAM_LIMIT = 6000  # MLflow's limit on a param value
+# An unreachable tracking server should fail an upload in seconds (the spool keeps the result and
+# retries later), not after MLflow's default of 7 retries with exponential back-off.
+HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                 "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """What the summary reads of one trial, whether from an MLflow run or from the spool."""
+
+    run_id: str  # "" for a result MLflow does not have yet
+    params: dict[str, str]
+    metrics: dict[str, float]
+    tags: dict[str, str]
+    capacity: list[tuple[float, float]] = field(default_factory=list)  # (achieved rps, p99 ms) per search step
+
+
+def trial_tags(result: TrialResult) -> dict[str, str]:
+    tags = {
+        TAG_KIND: "trial",
+        TAG_TRIAL_KEY: result.spec.key,
+        TAG_RESULT: result.result_id,
+        TAG_STATUS: result.status,
+        TAG_FLAGS: ",".join(result.flags),
+        TAG_LOADGEN_SATURATED: str("loadgen_saturated" in result.flags).lower(),
+    }
+    if result.reason:
+        tags[TAG_REASON] = result.reason[:5000]
+    return tags
+
+
+def record_of(result: TrialResult) -> TrialRecord:
+    """The record MLflow will hold of a result, built from the result itself (MLflow unreachable)."""
+    rps, p99 = dict(result.series.get("capacity/rps", [])), dict(result.series.get("capacity/p99_ms", []))
+    return TrialRecord(
+        "", _params({**result.spec.to_dict(), **result.context}), dict(result.metrics), trial_tags(result),
+        [(rps[step], p99[step]) for step in sorted(rps) if step in p99],
+    )  # fmt: skip
 
 
 class Tracker:
@@ -34,6 +79,9 @@ class Tracker:
         import mlflow
         from mlflow.tracking import MlflowClient
 
+        for name, value in HTTP_DEFAULTS.items():
+            os.environ.setdefault(name, value)
+        logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)  # each retry; the spool reports the outcome
         self._mlflow = mlflow
         self.uri = uri or paths.tracking_uri()
         mlflow.set_tracking_uri(self.uri)
@@ -50,21 +98,21 @@ class Tracker:
             location = (paths.local_artifact_root() / name).as_uri()
         return str(self.client.create_experiment(name, artifact_location=location))
 
-    def open_parent(self, experiment: str, run_name: str, params: dict[str, Any], tags: dict[str, str]) -> str:
-        """The parent run of a benchmark; reused when one with the same Airflow DAG run id exists."""
-        experiment_id = self.experiment_id(experiment)
-        dag_run = tags.get(TAG_DAG_RUN)
-        if dag_run:
-            found = self.client.search_runs(
-                [experiment_id], f"tags.`{TAG_DAG_RUN}` = '{dag_run}' and tags.`{TAG_KIND}` = 'benchmark'"
-            )
-            if found:
-                log.info("reusing parent run %s of DAG run %s", found[0].info.run_id, dag_run)
-                return str(found[0].info.run_id)
+    def open_parent(self, bench: Benchmark) -> str:
+        """The parent run of a benchmark: found by its benchmark id when it exists (a re-run, a retried
+        upload), else created with the benchmark's params and tags."""
+        experiment_id = self.experiment_id(bench.experiment)
+        found = self.client.search_runs(
+            [experiment_id], f"tags.`{TAG_BENCHMARK}` = '{bench.id}' and tags.`{TAG_KIND}` = 'benchmark'"
+        )
+        if found:
+            return str(found[0].info.run_id)
         from mlflow.entities import Param
 
-        run = self.client.create_run(experiment_id, run_name=run_name, tags={**tags, TAG_KIND: "benchmark"})
-        self.client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in _params(params).items()])
+        tags = {**bench.tags, TAG_KIND: "benchmark", TAG_BENCHMARK: bench.id}
+        run = self.client.create_run(experiment_id, run_name=bench.run_name, tags=tags)
+        self.client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in _params(bench.params).items()])
+        log.info("MLflow parent run %s opened for benchmark %s", run.info.run_id, bench.id)
         return str(run.info.run_id)
 
     def close_parent(self, run_id: str, failed: bool) -> None:
@@ -118,27 +166,25 @@ class Tracker:
 
     # -- trials ------------------------------------------------------------------------------------
     def log_trial(self, parent_id: str, result: TrialResult) -> str:
-        """One child run with the trial's params, metrics, per-second series, flags and artifacts."""
+        """The child run of a result, with its params, metrics, per-second series, flags and artifacts.
+
+        Idempotent: a result already uploaded completely is not uploaded again, and once the new run is
+        complete, the other runs of the same trial (a half-finished upload, an earlier attempt of a
+        re-run task) are deleted, so each configuration has one run per benchmark."""
         from mlflow.entities import Metric, Param, RunTag
 
         parent = self.client.get_run(parent_id)
-        spec = result.spec
-        tags = {
-            "mlflow.parentRunId": parent_id,
-            TAG_KIND: "trial",
-            TAG_TRIAL_KEY: spec.key,
-            TAG_STATUS: result.status,
-            TAG_FLAGS: ",".join(result.flags),
-            TAG_LOADGEN_SATURATED: str("loadgen_saturated" in result.flags).lower(),
-        }
+        same_trial = [r for r in self._children(parent_id) if r.data.tags.get(TAG_TRIAL_KEY) == result.spec.key]
+        for run in same_trial:
+            if run.data.tags.get(TAG_RESULT) == result.result_id and run.data.tags.get(TAG_UPLOAD) == "complete":
+                return str(run.info.run_id)
+        tags = {"mlflow.parentRunId": parent_id, **trial_tags(result)}
         if parent.data.tags.get(TAG_DAG_RUN):
             tags[TAG_DAG_RUN] = parent.data.tags[TAG_DAG_RUN]
-        if result.reason:
-            tags[TAG_REASON] = result.reason[:5000]
-        run = self.client.create_run(parent.info.experiment_id, run_name=spec.run_name, tags=tags)
+        run = self.client.create_run(parent.info.experiment_id, run_name=result.spec.run_name, tags=tags)
         run_id = str(run.info.run_id)
         now = int(time.time() * 1000)
-        params = {**spec.to_dict(), **result.context}
+        params = {**result.spec.to_dict(), **result.context}
         metrics = [Metric(k, v, now, 0) for k, v in result.metrics.items()]
         metrics += [Metric(name, v, now, step) for name, points in result.series.items() for step, v in points]
         for i in range(0, max(len(metrics), 1), 1000):  # log_batch takes at most 1000 metrics
@@ -155,10 +201,15 @@ class Tracker:
                 self.client.log_artifact(run_id, str(path))
         if result.log_tail:
             self.client.log_text(run_id, result.log_tail, "server_log_tail.txt")
+        self.client.set_tag(run_id, TAG_UPLOAD, "complete")
         self.client.set_terminated(run_id, "FINISHED" if result.ok else "FAILED")
+        for older in same_trial:
+            self.client.delete_run(older.info.run_id)
+            log.info("trial %s: run %s of an earlier attempt replaced by %s", result.spec.key, older.info.run_id, run_id)
         return run_id
 
-    def trial_runs(self, parent_id: str) -> list[Any]:
+    def _children(self, parent_id: str) -> list[Any]:
+        """Every trial run of a parent run (MLflow Run objects), oldest first."""
         parent = self.client.get_run(parent_id)
         return list(
             self.client.search_runs(
@@ -168,6 +219,15 @@ class Tracker:
                 order_by=["attributes.start_time ASC"],
             )
         )
+
+    def trial_runs(self, parent_id: str) -> list[TrialRecord]:
+        """The completely uploaded trial runs of a parent run, oldest first."""
+        return [
+            TrialRecord(str(r.info.run_id), dict(r.data.params), dict(r.data.metrics), dict(r.data.tags),
+                        self.capacity_curve(str(r.info.run_id)))
+            for r in self._children(parent_id)
+            if r.data.tags.get(TAG_UPLOAD) == "complete"
+        ]  # fmt: skip
 
     def capacity_curve(self, run_id: str) -> list[tuple[float, float]]:
         """(achieved rps, p99 ms) of each capacity-search step a trial logged; [] for other trials."""
@@ -188,6 +248,10 @@ class Tracker:
             except ValueError:
                 decoded[key] = value  # plain strings, e.g. the experiment name
         return decoded
+
+    def benchmark_of(self, parent_id: str) -> str:
+        """The spool's id of the benchmark a parent run holds."""
+        return str(self.client.get_run(parent_id).data.tags.get(TAG_BENCHMARK, parent_id))
 
     def latest_parent(self, experiment: str) -> str | None:
         experiment_obj = self.client.get_experiment_by_name(experiment)

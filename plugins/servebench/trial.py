@@ -1,7 +1,9 @@
 """Run one trial: start the server, check it answers right, load it while sampling, stop it, measure.
 
-A trial never raises for a fault of the server or the load: it returns a failed TrialResult whose
-reason (and server log tail) says what happened, so the rest of a run goes on and nothing is lost.
+A trial never raises for a fault of the server or the load: it returns a failed (nothing measured) or
+degraded (measured, but requests failed or server processes died) TrialResult whose reason and server
+log tail say what happened, so the rest of a run goes on and nothing is lost. Only a kill signal
+(`teardown.Aborted`) ends it early: it kills what the trial started, records why, and propagates.
 """
 
 from __future__ import annotations
@@ -10,11 +12,13 @@ import csv
 import itertools
 import json
 import logging
+import shutil
+import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from servebench import aggregate, build, capacity, loadgen, manifest, metrics, models, placement, runner as runners
+from servebench import aggregate, build, capacity, loadgen, manifest, metrics, models, placement, runner as runners, spool, teardown
 from servebench.parity import ParityReport
 from servebench.readiness import ParityFailed, wait_ready
 from servebench.runner.base import Runner, ServerFailed
@@ -29,7 +33,7 @@ class TrialResult:
     """Everything a tracker or report needs about one trial; written to `out_dir/result.json`."""
 
     spec: TrialSpec
-    status: str  # "ok" | "failed"
+    status: str  # "ok" | "degraded" | "failed"
     reason: str = ""
     metrics: dict[str, float] = field(default_factory=dict)
     series: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
@@ -37,6 +41,7 @@ class TrialResult:
     context: dict[str, str] = field(default_factory=dict)  # logged as params beside the spec
     out_dir: Path = Path(".")
     log_tail: str = ""
+    result_id: str = field(default_factory=lambda: uuid.uuid4().hex)  # uploads of one result are deduplicated by it
 
     @property
     def ok(self) -> bool:
@@ -47,14 +52,34 @@ class TrialResult:
         raw["out_dir"] = str(self.out_dir)
         return raw
 
+    @classmethod
+    def load(cls, path: Path) -> "TrialResult":
+        """A result back from its result.json (the spool's record of it)."""
+        raw = json.loads(path.read_text())
+        return cls(
+            **{**raw, "spec": TrialSpec.from_dict(raw["spec"]), "out_dir": path.parent, "flags": tuple(raw["flags"]),
+               "series": {k: [(int(step), float(v)) for step, v in points] for k, points in raw["series"].items()}},
+        )  # fmt: skip
+
+    def save(self) -> None:
+        spool.write_json(self.out_dir / spool.RESULT_FILE, self.to_dict())
+
 
 def run_trial(spec: TrialSpec, out_dir: Path, runner: Runner | None = None) -> TrialResult:
-    out_dir.mkdir(parents=True, exist_ok=True)
+    """Measure one configuration into a fresh `out_dir` (a re-run replaces what an earlier attempt left)."""
+    shutil.rmtree(out_dir, ignore_errors=True)
+    out_dir.mkdir(parents=True)
     log.info("trial %s: starting", spec.run_name)
+    teardown.reap_orphans()
     try:
-        where = placement.resolve(spec.cpu_split, spec.cpuset)
-        server_cpus = placement.cpuset_of(where.server_cpus) or None
-        result = _measure(spec, out_dir, runner or runners.create(spec.backend, server_cpus, spec.memory_mb), where)
+        with teardown.stopping_on_signals():
+            where = placement.resolve(spec.cpu_split, spec.cpuset)
+            server_cpus = placement.cpuset_of(where.server_cpus) or None
+            result = _measure(spec, out_dir, runner or runners.create(spec.backend, server_cpus, spec.memory_mb), where)
+    except teardown.Aborted as exc:
+        TrialResult(spec, "failed", reason=f"aborted: {exc}", out_dir=out_dir).save()
+        log.error("trial %s aborted: %s", spec.run_name, exc)
+        raise
     except Exception as exc:  # noqa: BLE001 - any fault fails this trial only, and says why
         tail = exc.log_tail if isinstance(exc, ServerFailed) else ""
         reason = exc.reason if isinstance(exc, ServerFailed) else f"{type(exc).__name__}: {exc}"
@@ -65,7 +90,7 @@ def run_trial(spec: TrialSpec, out_dir: Path, runner: Runner | None = None) -> T
         if isinstance(exc, ParityFailed):
             context["parity"] = _write_parity(out_dir, exc.report)
         result = TrialResult(spec, "failed", reason=reason, context=context, out_dir=out_dir, log_tail=tail)
-    (out_dir / "result.json").write_text(json.dumps(result.to_dict(), indent=1))
+    result.save()
     return result
 
 
@@ -76,6 +101,7 @@ class _Measured:
     figures: dict[str, float]
     flags: list[str]
     series: dict[str, list[tuple[int, float]]]
+    lost_pids: list[int]  # server processes that died during the load test
 
 
 def _measure(spec: TrialSpec, out_dir: Path, runner: Runner, where: placement.Placement) -> TrialResult:
@@ -102,9 +128,11 @@ def _measure(spec: TrialSpec, out_dir: Path, runner: Runner, where: placement.Pl
             spawn_rate=spec.spawn_rate, duration_s=duration_s, warmup_s=spec.warmup_s,
             protocol=server_manifest.protocol, model_name=server_manifest.model_name, mode=mode, rate=rate,
             arrival=spec.arrival, processes=spec.loadgen_processes, cpus=where.loadgen_cpus,
+            request_timeout_s=spec.request_timeout_s,
         )  # fmt: skip
+        probe = server.probe()
         with ResourceSampler() as sampler:
-            sampler.track("server", server.probe())
+            sampler.track("server", probe)
             load = loadgen.run(load_spec, out_dir / folder, on_started=lambda pid: sampler.track("loadgen", ProcessTreeProbe(pid)))
         server_samples = sampler.series("server", load.window_start, load.window_end)
         _write_samples(out_dir / folder / "resources.csv", sampler.samples)
@@ -117,7 +145,7 @@ def _measure(spec: TrialSpec, out_dir: Path, runner: Runner, where: placement.Pl
             top = "; ".join(f"{n}x {reason}" for reason, n in load.failure_reasons[:3])
             log.warning("trial %s: %d of %d requests failed: %s", spec.run_name, load.failures, load.requests, top)
             context["top_failures"] = top[:500]
-        return _Measured(figures, flags, metrics.per_second_series(load, server_samples))
+        return _Measured(figures, flags, metrics.per_second_series(load, server_samples), probe.gone())
 
     try:
         cold_start_s, parity_report = wait_ready(server, server_manifest, model.meta)
@@ -127,18 +155,22 @@ def _measure(spec: TrialSpec, out_dir: Path, runner: Runner, where: placement.Pl
             spec.run_name, cold_start_s, server.base_url, parity_report.max_abs_diff or 0.0,
         )  # fmt: skip
         measured = []
-        repeats = 1 if spec.capacity else spec.repeats
+        repeats = 1 if spec.capacity or spec.soak_minutes else spec.repeats
+        duration_s = spec.soak_minutes * 60.0 if spec.soak_minutes else spec.duration_s
         for i in range(1, repeats + 1):
             if repeats > 1:
                 log.info("trial %s: repeat %d of %d", spec.run_name, i, repeats)
-            measured.append(load_test(f"repeat-{i}", spec.load if not spec.capacity else "closed", spec.rate, spec.duration_s))
+            measured.append(load_test(f"repeat-{i}", spec.load if not spec.capacity else "closed", spec.rate, duration_s))
+            if server.exit_code() is not None:
+                log.error("trial %s: the server exited during repeat %d; no further repeats", spec.run_name, i)
+                break
         figures, flags = aggregate.combine([m.figures for m in measured], spec.max_cv)
         flags = list(dict.fromkeys([f for m in measured for f in m.flags] + flags))
         series = _joined_series([m.series for m in measured])
         if repeats > 1:
             for key in REPEAT_SERIES:
                 series[f"repeat/{key}"] = [(i, m.figures[key]) for i, m in enumerate(measured, 1) if key in m.figures]
-        if spec.capacity:
+        if spec.capacity and server.exit_code() is None:
             _search_capacity(spec, figures, flags, series, load_test, out_dir)
         exit_during_load = server.exit_code()
     finally:
@@ -147,18 +179,25 @@ def _measure(spec: TrialSpec, out_dir: Path, runner: Runner, where: placement.Pl
     if parity_report.max_abs_diff is not None:
         figures["parity_max_abs_diff"] = parity_report.max_abs_diff
     context.update(server_exit_code=str(stop.exit_code), stop_graceful=str(stop.graceful).lower())
-    problems = []
+    problems, harms = [], []
     if exit_during_load is not None:
         problems.append(f"server exited with code {exit_during_load} during the load test")
     if stop.leftovers:
         problems.append(f"server left things behind after stopping: {', '.join(stop.leftovers)}")
+    lost = [pid for m in measured for pid in m.lost_pids]
+    if lost:
+        figures["server_processes_lost"] = float(len(lost))
+        flags.append("server_process_died")
+        harms.append(f"server process(es) {', '.join(map(str, lost))} died during the load test")
+    if figures.get("failures"):
+        harms.append(f"{figures['failures']:.0f} of {figures['requests']:.0f} requests failed ({context.get('top_failures', '')})")
     for flag in flags:
         log.warning("trial %s: flagged %s", spec.run_name, flag)
-    tail = server.log_tail() if problems else ""
+    tail = server.log_tail() if problems or harms else ""
     result = TrialResult(
         spec,
-        "failed" if problems else "ok",
-        reason="; ".join(problems),
+        "failed" if problems else "degraded" if harms else "ok",
+        reason="; ".join(problems + harms),
         metrics=figures,
         series=series,
         flags=tuple(flags),

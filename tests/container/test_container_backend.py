@@ -29,8 +29,8 @@ def both_backends(engine: Any) -> dict[str, dict[str, Any]]:
     runs: dict[str, dict[str, Any]] = {}
     for backend, extra in (("docker", LIMITS), ("local", {})):
         outcome = pipeline.run_all({**MATRIX, **extra, "backend": backend, "experiment": f"containers-{backend}"}, trigger="test")
-        children = Tracker().trial_runs(outcome.parent_id)
-        runs[backend] = {run.data.params["framework"]: run for run in children}
+        tracker = Tracker()
+        runs[backend] = {r.params["framework"]: tracker.client.get_run(r.run_id) for r in tracker.trial_runs(outcome.summary.parent_id)}
     return runs
 
 

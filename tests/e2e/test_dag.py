@@ -36,7 +36,7 @@ def test_every_trial_is_a_child_run_with_sound_figures(dag_run: dict, no_leftove
     parent = tracker.client.get_run(parent_id)
     assert parent.data.tags["trigger"] == "manual" and parent.data.tags["airflow.dag_run_id"]
     assert all(parent.data.tags[f"model.{m}.sklearn_uri"].startswith("models:/") for m in ("lr", "mlp"))
-    children = {(r.data.params["model"], r.data.params["framework"], r.data.params["workers"]): r for r in tracker.trial_runs(parent_id)}
+    children = {(r.params["model"], r.params["framework"], r.params["workers"]): tracker.client.get_run(r.run_id) for r in tracker.trial_runs(parent_id)}
     assert set(children) == {(m, fw, w) for m in ("lr", "mlp") for fw in CONF["frameworks"] for w in ("1", "2")}
     for (model, framework, _), child in children.items():
         if framework not in SERVING:
@@ -71,7 +71,7 @@ def runs_of(framework: str) -> tuple[Tracker, str, list]:
     """The tracker, the e2e parent run, and the trial runs of one framework in it."""
     tracker = Tracker()
     parent_id = tracker.latest_parent("e2e")
-    return tracker, parent_id, [r for r in tracker.trial_runs(parent_id) if r.data.params["framework"] == framework]
+    return tracker, parent_id, [tracker.client.get_run(r.run_id) for r in tracker.trial_runs(parent_id) if r.params["framework"] == framework]
 
 
 def test_a_failing_server_fails_only_its_configurations(dag_run: dict) -> None:

@@ -26,7 +26,7 @@ def test_the_dag_benchmarks_servers_in_containers(engine: Any, airflow_env: dict
     tracker = Tracker()
     parent_id = tracker.latest_parent("e2e-containers")
     assert parent_id, output[-3000:]
-    children = {r.data.params["framework"]: r for r in tracker.trial_runs(parent_id)}
+    children = {r.params["framework"]: tracker.client.get_run(r.run_id) for r in tracker.trial_runs(parent_id)}
     assert set(children) == {"fastapi", "cpp"}
     for framework, child in children.items():
         params = child.data.params

@@ -7,12 +7,13 @@ from pathlib import Path
 import mlflow
 import numpy as np
 
+from servebench.spool import Benchmark
 from servebench.tracker import Tracker
 
 
 def test_both_models_log_once_and_load_back(exports, tmp_path: Path) -> None:
     tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    parent = tracker.open_parent("models", "first", {}, {})
+    parent = tracker.open_parent(Benchmark("first", "models", "first", {}, {}, [], tracker.uri))
     tracker.log_models(parent, list(exports.values()))
     tags = tracker.client.get_run(parent).data.tags
     for name, export in exports.items():
@@ -23,7 +24,7 @@ def test_both_models_log_once_and_load_back(exports, tmp_path: Path) -> None:
         assert onnx_model.metadata.get_input_schema().inputs[0].shape == (-1, 30)
         assert tags[f"model.{name}.key"] == export.key
     # a second benchmark serving the same exports links to the models instead of copying them again
-    second = tracker.open_parent("models", "second", {}, {})
+    second = tracker.open_parent(Benchmark("second", "models", "second", {}, {}, [], tracker.uri))
     tracker.log_models(second, list(exports.values()))
     again = tracker.client.get_run(second).data.tags
     assert all(again[f"model.{n}.sklearn_uri"] == tags[f"model.{n}.sklearn_uri"] for n in exports)

@@ -60,6 +60,7 @@ def test_loadgen_against_nothing_counts_failures(exports, tmp_path: Path) -> Non
 
 
 def test_a_server_that_disagrees_with_the_reference_is_not_load_tested(tmp_path: Path, no_leftover_processes: None) -> None:
+    from servebench.spool import Benchmark
     from servebench.tracker import Tracker
 
     result = run_trial(TrialSpec("lr", "drifting", 1, 4, 4.0, 2.0, 0.0), tmp_path)
@@ -71,7 +72,7 @@ def test_a_server_that_disagrees_with_the_reference_is_not_load_tested(tmp_path:
     assert report["passed"] is False and [c["problem"] is None for c in report["checks"]] == [True, False]
     assert report["checks"][1]["max_abs_diff"] == pytest.approx(2e-4, rel=1e-3)
     tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    parent = tracker.open_parent("parity-test", "parity", {"models": ["lr"]}, {})
+    parent = tracker.open_parent(Benchmark("parity", "parity-test", "parity", {"models": ["lr"]}, {}, [], tracker.uri))
     run = tracker.client.get_run(tracker.log_trial(parent, result))
     assert run.data.params["parity"] == "fail" and run.data.tags["servebench.failure_reason"] == result.reason
     artifacts = {a.path for a in tracker.client.list_artifacts(run.info.run_id)}

@@ -22,10 +22,12 @@ def test_schedule_and_shape(dag) -> None:  # type: ignore[no-untyped-def]
     assert set(dag.task_ids) == {"plan", "frameworks", "train_models", "build_server", "open_run", "run_trial", "summarize"}
     trial = dag.get_task("run_trial")
     assert trial.pool == "servebench_load" and trial.trigger_rule == "all_done"
+    assert trial.operator_class.__name__ == "StoppingPythonOperator"  # its on_kill stops the server and Locust
     assert dag.get_task("summarize").trigger_rule == "all_done"
     assert set(dag.params.keys()) == {
         "models", "frameworks", "workers", "users", "spawn_rate", "duration", "warmup", "experiment", "backend", "cpuset",
         "memory_mb", "load", "rate", "arrival", "repeats", "max_cv", "capacity", "slo_p99_ms", "loadgen_processes", "cpu_split",
+        "request_timeout", "soak_minutes",
     }  # fmt: skip
 
 

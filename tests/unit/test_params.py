@@ -62,3 +62,9 @@ def test_auto_workers_follow_gunicorns_rule_and_bad_counts_say_what_is_allowed(m
     with pytest.raises(ParamsError) as err:
         parse({"workers": ["many"]})
     assert "workers.0: Input should be a valid integer (got 'many') or Input should be 'auto' (got 'many')" in str(err.value)
+
+
+def test_soak_is_a_run_of_its_own() -> None:
+    with pytest.raises(ParamsError, match="soak_minutes and capacity are two different runs"):
+        parse({"soak_minutes": 30, "capacity": True})
+    assert parse({"soak_minutes": 30}).soak_minutes == 30

@@ -6,6 +6,7 @@ import pytest
 
 from servebench import summary
 from servebench.spec import TrialSpec
+from servebench.spool import Benchmark
 from servebench.tracker import Tracker
 from servebench.trial import TrialResult
 
@@ -13,6 +14,10 @@ from servebench.trial import TrialResult
 @pytest.fixture
 def tracker(tmp_path: Path) -> Tracker:
     return Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
+
+
+def bench(benchmark_id: str, params: dict | None = None, tags: dict | None = None) -> Benchmark:
+    return Benchmark(benchmark_id, "exp", f"manual {benchmark_id}", params or {}, tags or {}, [], "sqlite://")
 
 
 def result(framework: str, workers: int, rps: float, out_dir: Path, status: str = "ok", reason: str = "") -> TrialResult:
@@ -25,10 +30,12 @@ def result(framework: str, workers: int, rps: float, out_dir: Path, status: str 
 
 
 def test_trials_are_child_runs_with_public_names(tracker: Tracker, tmp_path: Path) -> None:
-    parent = tracker.open_parent("exp", "manual now", {"workers": [1, 2]}, {"trigger": "manual", "airflow.dag_run_id": "r1"})
-    assert tracker.open_parent("exp", "again", {}, {"airflow.dag_run_id": "r1"}) == parent  # a re-run reuses it
+    parent = tracker.open_parent(bench("dag-r1", {"workers": [1, 2]}, {"trigger": "manual", "airflow.dag_run_id": "r1"}))
+    assert tracker.open_parent(bench("dag-r1")) == parent  # a re-run (or a retried upload) reuses it
+    assert tracker.open_parent(bench("dag-r2")) != parent
     child = tracker.log_trial(parent, result("fastapi", 2, 1500.0, tmp_path / "a"))
     run = tracker.client.get_run(child)
+    assert run.data.tags["airflow.dag_run_id"] == "r1" and run.data.tags["servebench.upload"] == "complete"
     assert run.info.run_name == "lr · fastapi · w2 · u10" and run.info.status == "FINISHED"
     assert run.data.params["framework"] == "fastapi" and run.data.params["workers"] == "2"
     assert run.data.params["duration_s"] == "5.0" and run.data.params["backend"] == "local"
@@ -39,12 +46,12 @@ def test_trials_are_child_runs_with_public_names(tracker: Tracker, tmp_path: Pat
 
 
 def test_summary_lists_failed_and_missing_trials(tracker: Tracker, tmp_path: Path) -> None:
-    parent = tracker.open_parent("exp", "manual", {}, {})
+    parent = tracker.open_parent(bench("b"))
     tracker.log_trial(parent, result("fastapi", 1, 900.0, tmp_path / "a"))
     failed = tracker.log_trial(parent, result("broken", 1, 0.0, tmp_path / "b", "failed", "server exited with code 3"))
     assert tracker.client.get_run(failed).info.status == "FAILED"
     planned = [TrialSpec("lr", fw, 1, 10, 10.0, 5.0, 1.0) for fw in ("broken", "fastapi", "flask")]
-    rows = summary.rows_from_runs(tracker.trial_runs(parent), planned)
+    rows = summary.rows_from_records(tracker.trial_runs(parent), planned)
     assert [(r["framework"], r["status"]) for r in rows] == [("broken", "failed"), ("fastapi", "ok"), ("flask", "missing")]
     assert rows[0]["notes"] == "server exited with code 3" and "no result was logged" in rows[2]["notes"]
     text = summary.format_table(rows)
@@ -58,7 +65,7 @@ def test_the_planned_matrix_is_read_back_from_the_parent_run(tracker: Tracker) -
     from servebench import params, pipeline
 
     asked = params.parse({"models": ["lr"], "frameworks": ["fastapi", "flask"], "workers": [1, 2], "users": [5]})
-    parent = tracker.open_parent("exp", "manual", asked.model_dump(), {})
+    parent = tracker.open_parent(bench("b", asked.model_dump()))
     planned = pipeline.planned_trials(parent, tracker)
     assert [s.key for s in planned] == ["lr-fastapi-w1-u5", "lr-fastapi-w2-u5", "lr-flask-w1-u5", "lr-flask-w2-u5"]
     assert planned[0].duration_s == asked.duration and planned[0].spawn_rate == asked.spawn_rate
@@ -71,3 +78,46 @@ def test_the_table_shows_spread_and_capacity_columns_only_when_measured() -> Non
     assert "rps 95% CI" not in format_table([row]) and "max rps @SLO" not in format_table([row])
     shown = format_table([row, {**row, "workers": 2, "rps_ci95": "90-110", "rps_cv_pct": 4.0, "max_rps_at_slo": 95.0}])
     assert "rps 95% CI" in shown and "90-110" in shown and "max rps @SLO" in shown
+
+
+def test_uploads_are_idempotent_and_a_rerun_replaces_its_run(tracker: Tracker, tmp_path: Path) -> None:
+    parent = tracker.open_parent(bench("b"))
+    first = result("fastapi", 1, 900.0, tmp_path / "a")
+    run_id = tracker.log_trial(parent, first)
+    assert tracker.log_trial(parent, first) == run_id  # a retried upload of the same result: nothing new
+    rerun = result("fastapi", 1, 950.0, tmp_path / "a")  # the task cleared and run again: a new result
+    new_id = tracker.log_trial(parent, rerun)
+    runs = tracker.trial_runs(parent)
+    assert [(r.run_id, r.metrics["rps"]) for r in runs] == [(new_id, 950.0)]
+    assert tracker.client.get_run(run_id).info.lifecycle_stage == "deleted"
+
+
+def test_a_half_finished_upload_is_replaced_on_retry(tracker: Tracker, tmp_path: Path) -> None:
+    """The artifact store fails after the run was created (disk full, a broken mount): the retry uploads
+    the result once more and deletes the incomplete run, so the result is in MLflow exactly once."""
+    blocked = tmp_path / "artifacts"
+    blocked.write_text("a file where the artifact folder should be")
+    tracker.client.create_experiment("exp", artifact_location=blocked.as_uri())
+    parent = tracker.open_parent(bench("b"))
+    done = result("fastapi", 1, 900.0, tmp_path / "a")
+    with pytest.raises(OSError):
+        tracker.log_trial(parent, done)
+    assert tracker.trial_runs(parent) == []  # the incomplete run does not count
+    blocked.unlink()
+    run_id = tracker.log_trial(parent, done)
+    children = tracker.client.search_runs([tracker.experiment_id("exp")], "tags.`servebench.kind` = 'trial'")
+    assert [r.info.run_id for r in children] == [run_id]
+    history = tracker.client.get_metric_history(run_id, "series/rps")
+    assert [(m.step, m.value) for m in history] == [(0, 900.0), (1, 901.0)]
+
+
+def test_memory_growth_is_fitted_not_guessed() -> None:
+    from servebench.metrics import trend
+
+    leak = [(t, 100.0 + 0.05 * t) for t in range(60)]  # 3 MB per minute
+    slope, r2 = trend(leak)  # type: ignore[misc]
+    assert slope == pytest.approx(3.0) and r2 == pytest.approx(1.0)
+    flat = [(t, 100.0 + (0.5 if t % 2 else -0.5)) for t in range(60)]
+    slope, r2 = trend(flat)  # type: ignore[misc]
+    assert abs(slope) < 0.1 and r2 < 0.1
+    assert trend(leak[:5]) is None  # too short to say

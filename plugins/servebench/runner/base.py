@@ -42,6 +42,10 @@ class ServerHandle(abc.ABC):
         """None while the server runs."""
 
     @abc.abstractmethod
+    def kill(self) -> None:
+        """Abort at once, everything the server started included (the harness is being killed)."""
+
+    @abc.abstractmethod
     def stop(self) -> StopReport:
         """Stop the server and everything it started; safe to call twice."""
 

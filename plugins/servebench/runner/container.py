@@ -18,11 +18,11 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from servebench import images
+from servebench import images, teardown
 from servebench.manifest import Manifest
 from servebench.models import ExportedModel
 from servebench.runner.base import HOST, Runner, ServerFailed, ServerHandle, StopReport
-from servebench.runner.local import free_port
+from servebench.runner.local import check_port_free, free_port
 from servebench.sampler import MB, Usage
 
 log = logging.getLogger(__name__)
@@ -65,6 +65,9 @@ class ContainerStatsProbe:
         self._container = container
         self._last: tuple[float, int] | None = None
 
+    def gone(self) -> list[int]:
+        return []  # the stats API counts tasks but does not name them: a crashed worker shows as errors only
+
     def read(self) -> Usage | None:
         try:
             stats = self._container.stats(stream=False)
@@ -106,6 +109,15 @@ class ContainerServer(ServerHandle):
         self.started_at = started_at
         self.details = details
         self.packages = _read_file(container, PACKAGES_FILE)
+        self._token = teardown.register(f"container {container.name}", self.kill)
+
+    def kill(self) -> None:
+        import docker.errors
+
+        try:
+            self._container.remove(force=True)
+        except docker.errors.NotFound:
+            pass
 
     def exit_code(self) -> int | None:
         if self._report is not None:
@@ -156,6 +168,7 @@ class ContainerServer(ServerHandle):
                 log.error("container %s could not be removed: %s", self._container.name, exc)
                 leftovers = (f"container {self._container.name}",)
             self._report = StopReport(code, graceful, leftovers)
+            teardown.unregister(self._token)
         return self._report
 
 
@@ -205,6 +218,8 @@ class ContainerRunner(Runner):
             options["network"] = self.network
             base_url = f"http://{name}:{images.CONTAINER_PORT}"
         else:
+            if port:
+                check_port_free(port)
             port = port or free_port()
             options["ports"] = {f"{images.CONTAINER_PORT}/tcp": (HOST, port)}
             base_url = f"http://{HOST}:{port}"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import psutil
 
-from servebench import build, placement
+from servebench import build, placement, teardown
 from servebench.manifest import Manifest, render
 from servebench.models import ExportedModel
 from servebench.runner.base import HOST, Runner, ServerFailed, ServerHandle, StopReport
@@ -25,6 +25,25 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind((HOST, 0))
         return int(sock.getsockname()[1])
+
+
+def check_port_free(port: int) -> None:
+    """ServerFailed naming who holds `port`, rather than a server that dies with "address already in use"."""
+    with socket.socket() as sock:
+        try:
+            sock.bind((HOST, port))
+            return
+        except OSError as exc:
+            problem = exc.strerror
+    holders = []
+    for conn in psutil.net_connections("tcp"):
+        if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN and conn.pid:
+            try:
+                holders.append(f"pid {conn.pid} ({' '.join(psutil.Process(conn.pid).cmdline()[:3])})")
+            except psutil.Error:
+                holders.append(f"pid {conn.pid}")
+    held = f" by {', '.join(dict.fromkeys(holders))}" if holders else ""
+    raise ServerFailed(f"port {port} on {HOST} is not available ({problem}){held}: stop that process or choose another port")
 
 
 def group_members(pgid: int) -> list[int]:
@@ -50,6 +69,7 @@ class LocalServer(ServerHandle):
         self.packages = freeze.read_text() if freeze.exists() else ""
         self._grace_s = grace_s
         self._report: StopReport | None = None
+        self._token = teardown.register(f"server {env_dir.name} (process group {popen.pid})", self.kill)
         self.started_at = started_at
         self.root_pid = popen.pid
         self.base_url = f"http://{HOST}:{port}"
@@ -66,6 +86,11 @@ class LocalServer(ServerHandle):
             os.killpg(self.root_pid, sig)
         except ProcessLookupError:
             pass
+
+    def kill(self) -> None:
+        """Abort: SIGKILL the whole group at once (a harness being killed has no time for grace)."""
+        self._signal_group(signal.SIGKILL)
+        self._popen.wait()
 
     def stop(self) -> StopReport:
         if self._report is not None:
@@ -92,6 +117,7 @@ class LocalServer(ServerHandle):
         if leftovers:
             log.error("server pid %d left processes behind: %s", self.root_pid, ", ".join(leftovers))
         self._report = StopReport(self._popen.returncode, graceful, leftovers)
+        teardown.unregister(self._token)
         return self._report
 
 
@@ -117,10 +143,12 @@ class LocalProcessRunner(Runner):
             raise ServerFailed(f"server {manifest.name} does not run as a local process (backends: {manifest.backends})")
         built = build.build(manifest)  # up to date after the build stage: only checks
         build.prepare(built, model)  # once per model export: e.g. into the framework's model store
+        if port:
+            check_port_free(port)
         port = port or free_port()
         values = {**built.values(model), "host": HOST, "port": port, "workers": workers}
         argv = [render(part, values) for part in manifest.start]
-        env = built.environment(values)
+        env = {**built.environment(values), **teardown.owner_mark()}
         log_path.parent.mkdir(parents=True, exist_ok=True)
         log.info("server %s: starting %s", manifest.name, " ".join(argv))
         with open(log_path, "ab") as log_file:
