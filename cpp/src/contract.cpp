@@ -1,6 +1,9 @@
 #include "contract.h"
 
 #include <rapidjson/document.h>
+#include <rapidjson/encodedstream.h>
+#include <rapidjson/memorystream.h>
+#include <rapidjson/reader.h>
 
 #include <charconv>
 #include <cmath>
@@ -18,8 +21,35 @@ using Document = rapidjson::GenericDocument<rapidjson::UTF8<>, Pool, Pool>;
 // Not kParseFullPrecisionFlag: it makes Python's 17-digit numbers take a big-integer path (a tenth of
 // the server's CPU time), and the fast path is off by at most a few units of the last place of a double,
 // far below the float32 each input becomes. Encoding check: invalid UTF-8 in a string is invalid JSON for
-// Python too. NaN and Infinity are rejected (not JSON) because kParseNanAndInfFlag is off.
-constexpr unsigned kParseFlags = rapidjson::kParseValidateEncodingFlag;
+// Python too. NaN and Infinity are rejected (not JSON) because kParseNanAndInfFlag is off. Iterative: the
+// recursive parser would overflow the thread's stack on a body of a million '['.
+constexpr unsigned kParseFlags = rapidjson::kParseValidateEncodingFlag | rapidjson::kParseIterativeFlag;
+// Deeper nesting is invalid JSON to orjson (the Python servers' parser), and so here: the same answers.
+constexpr int kMaxDepth = 1024;
+
+// The document's SAX handler, stopping the parse past kMaxDepth.
+class DepthLimited {
+public:
+    explicit DepthLimited(Document& doc) : doc_(doc) {}
+    bool Null() { return doc_.Null(); }
+    bool Bool(bool b) { return doc_.Bool(b); }
+    bool Int(int i) { return doc_.Int(i); }
+    bool Uint(unsigned u) { return doc_.Uint(u); }
+    bool Int64(std::int64_t i) { return doc_.Int64(i); }
+    bool Uint64(std::uint64_t u) { return doc_.Uint64(u); }
+    bool Double(double d) { return doc_.Double(d); }
+    bool RawNumber(const char* s, rapidjson::SizeType n, bool copy) { return doc_.RawNumber(s, n, copy); }
+    bool String(const char* s, rapidjson::SizeType n, bool copy) { return doc_.String(s, n, copy); }
+    bool Key(const char* s, rapidjson::SizeType n, bool copy) { return doc_.Key(s, n, copy); }
+    bool StartObject() { return ++depth_ <= kMaxDepth && doc_.StartObject(); }
+    bool EndObject(rapidjson::SizeType n) { --depth_; return doc_.EndObject(n); }
+    bool StartArray() { return ++depth_ <= kMaxDepth && doc_.StartArray(); }
+    bool EndArray(rapidjson::SizeType n) { --depth_; return doc_.EndArray(n); }
+
+private:
+    Document& doc_;
+    int depth_ = 0;
+};
 
 struct Scratch {
     std::vector<char> value_buffer = std::vector<char>(64 << 10);
@@ -33,6 +63,22 @@ struct Scratch {
 Scratch& scratch() {
     thread_local Scratch s;
     return s;
+}
+
+// Parses `body` into `doc`; false if it is not JSON. The whole body must be the document: RapidJSON
+// would take a NUL byte after it for the end of the input.
+bool parse(std::string_view body, Document& doc, Pool& stack) {
+    rapidjson::MemoryStream bytes(body.data(), body.size());
+    rapidjson::EncodedInputStream<rapidjson::UTF8<>, rapidjson::MemoryStream> in(bytes);
+    bool ok = false;
+    auto generate = [&](Document& target) {
+        rapidjson::GenericReader<rapidjson::UTF8<>, rapidjson::UTF8<>, Pool> reader(&stack);
+        DepthLimited handler(target);
+        ok = !reader.Parse<kParseFlags>(in, handler).IsError() && in.Tell() == body.size();
+        return ok;
+    };
+    doc.Populate(generate);
+    return ok;
 }
 
 void append_escaped(std::string& out, std::string_view text) {  // the inside of a JSON string
@@ -111,7 +157,7 @@ int Service::predict(std::string_view body, std::string& out) const {
         ~ClearPools() { s.values.Clear(); s.stack.Clear(); }
     } clear_pools{s};
     Document doc(&s.values, 4096, &s.stack);
-    if (doc.Parse<kParseFlags>(body.data(), body.size()).HasParseError()) return error(400, "body is not valid JSON", out);
+    if (!parse(body, doc, s.stack)) return error(400, "body is not valid JSON", out);
 
     const rapidjson::Value* rows = nullptr;
     if (doc.IsObject())

@@ -54,6 +54,7 @@ class BuiltServer:
         """Placeholder values known once the server is built (and, with `model`, once it serves one)."""
         values: dict[str, object] = {
             "python": self.python, "server_dir": self.manifest.folder.resolve(), "env_dir": self.env_dir,
+            "max_body_bytes": self.manifest.max_body_bytes,
         }  # fmt: skip
         if model is not None:
             values.update(
@@ -72,9 +73,11 @@ class BuiltServer:
 
 def server_environment(manifest: Manifest, values: dict[str, object]) -> dict[str, str]:
     """What a server's commands need wherever they run (local process or container): thread caps, its
-    env folder on PATH, the model's files (when `values` has them) and the manifest's `env` filled in."""
+    env folder on PATH, its body size limit, the model's files (when `values` has them) and the manifest's
+    `env` filled in."""
     env = dict(THREAD_CAPS)
     env.update(PATH=f"{values['env_dir']}/bin:/usr/local/bin:/usr/bin:/bin", PYTHONUNBUFFERED="1")
+    env.update(SERVEBENCH_MAX_BODY_BYTES=str(manifest.max_body_bytes))
     if "model_path" in values:
         env.update(SERVEBENCH_MODEL_PATH=str(values["model_path"]), SERVEBENCH_MODEL_META=str(values["model_meta"]))
     env.update({k: render(v, values) for k, v in manifest.env.items()})

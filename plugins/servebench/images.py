@@ -72,6 +72,7 @@ def container_values(manifest: Manifest, model: ExportedModel | None = None) -> 
         "python": f"{env_dir}/bin/python" if manifest.language == "python" else "python3",
         "server_dir": SRV / "servers" / manifest.name, "env_dir": env_dir,
         "host": "0.0.0.0", "port": CONTAINER_PORT, "workers": WORKERS_FROM_ENV,
+        "max_body_bytes": manifest.max_body_bytes,
     }  # fmt: skip
     if model is not None:
         values.update(

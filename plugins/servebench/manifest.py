@@ -18,10 +18,12 @@ from servebench import paths
 MANIFEST_FILE = "manifest.toml"
 # Placeholders a manifest may use in `start`, `build`, `prepare` and `env`; the harness fills them in.
 # `env_dir` is the server's build folder (a venv for Python servers); `python` is its interpreter;
-# `prepared_dir` is where `prepare` leaves what it makes of one model (e.g. a SavedModel).
+# `prepared_dir` is where `prepare` leaves what it makes of one model (e.g. a SavedModel);
+# `max_body_bytes` is the manifest's own request size limit, for servers that take it as an option.
 PLACEHOLDERS = frozenset(
-    {"python", "host", "port", "workers", "model_path", "model_meta", "server_dir", "env_dir", "prepared_dir"}
-)
+    {"python", "host", "port", "workers", "model_path", "model_meta", "server_dir", "env_dir", "prepared_dir",
+     "max_body_bytes"}
+)  # fmt: skip
 # What each model format resolves `{model_path}` to: a key of the export's files (see models.py).
 ModelFormat = Literal["joblib", "onnx", "weights"]
 Backend = Literal["local", "docker"]
@@ -86,6 +88,9 @@ class Manifest(BaseModel):
     health_path: str = Field(default="/health", pattern=r"^/")
     start_timeout_s: float = Field(default=60.0, gt=0)
     stop_grace_s: float = Field(default=10.0, gt=0)
+    max_body_bytes: int = Field(
+        default=1 << 20, gt=0, description="Largest request body the server accepts; a bigger one is answered 413."
+    )
     env: dict[str, str] = {}
     folder: Path = Field(default=Path("."), exclude=True)
 

@@ -14,6 +14,7 @@ import json
 import os
 import sys
 import time
+from typing import AsyncIterable, Callable
 
 import numpy as np
 import onnxruntime as ort
@@ -38,6 +39,31 @@ class BadRequest(Exception):
 
     def body(self) -> bytes:
         return orjson.dumps({"error": self.message})
+
+
+def check_length(content_length: int | None) -> None:
+    """413 for a body over the limit (known from its Content-Length, or counted while it streams)."""
+    if content_length is not None and content_length > MAX_BODY_BYTES:
+        raise BadRequest(413, f"body of {content_length} bytes exceeds the limit of {MAX_BODY_BYTES}")
+
+
+def read_limited(read: Callable[[int], bytes]) -> bytes:
+    """A request body from a WSGI stream's `read`, refused as soon as it exceeds the limit: a streamed
+    (chunked) body has no Content-Length to check first, and must not be buffered whole to be refused."""
+    body = bytearray()
+    while chunk := read(1 << 16):
+        body += chunk
+        check_length(len(body))
+    return bytes(body)
+
+
+async def read_limited_async(chunks: AsyncIterable[bytes]) -> bytes:
+    """`read_limited` for an ASGI request's body stream."""
+    body = bytearray()
+    async for chunk in chunks:
+        body += chunk
+        check_length(len(body))
+    return bytes(body)
 
 
 class Predictor:
@@ -70,10 +96,7 @@ class Predictor:
             timings.append(time.perf_counter() - t0)
         return float(np.median(timings) * 1e6)
 
-    @staticmethod
-    def check_length(content_length: int | None) -> None:
-        if content_length is not None and content_length > MAX_BODY_BYTES:
-            raise BadRequest(413, f"body of {content_length} bytes exceeds the limit of {MAX_BODY_BYTES}")
+    check_length = staticmethod(check_length)
 
     def parse(self, body: bytes) -> np.ndarray:
         """The request's instances as a float matrix, or BadRequest saying what is wrong."""

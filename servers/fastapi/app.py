@@ -7,7 +7,7 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
-from servebench_model import BadRequest, Predictor, log
+from servebench_model import BadRequest, Predictor, log, read_limited_async
 
 # Below this median latency a prediction runs on the event loop: a thread hop would cost more than it saves.
 # Measured (benchmarks/fastapi_inference_mode.py): lr at ~25 us loses 45% throughput in the thread pool,
@@ -30,7 +30,8 @@ async def predict(request: Request) -> Response:
     try:
         length = request.headers.get("content-length")
         predictor.check_length(int(length) if length and length.isdigit() else None)
-        X = predictor.parse(await request.body())
+        # a body without a length (chunked) is counted as it arrives; one with a length is bounded by it
+        X = predictor.parse(await request.body() if length else await read_limited_async(request.stream()))
     except BadRequest as exc:
         return Response(exc.body(), status_code=exc.status, media_type=JSON)
     if MODE == "inline":

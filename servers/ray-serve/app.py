@@ -40,6 +40,8 @@ import time  # noqa: E402
 
 import orjson  # noqa: E402
 import ray  # noqa: E402
+import ray._private.services  # noqa: E402
+import ray.serve._private.replica  # noqa: E402
 from fastapi import FastAPI, Request  # noqa: E402
 from fastapi.responses import Response  # noqa: E402
 from ray import serve  # noqa: E402
@@ -47,7 +49,7 @@ from ray.serve.schema import LoggingConfig  # noqa: E402
 from starlette.concurrency import run_in_threadpool  # noqa: E402
 from starlette.exceptions import HTTPException  # noqa: E402
 
-from servebench_model import BadRequest, Predictor, log  # noqa: E402
+from servebench_model import BadRequest, Predictor, log, read_limited_async  # noqa: E402
 
 # As in servers/fastapi/app.py: light models predict on the replica's event loop, heavy ones in a thread.
 INLINE_BELOW_US = float(os.environ.get("SERVEBENCH_INLINE_BELOW_US", 200))
@@ -61,6 +63,15 @@ STARTING_STOP_DEADLINE_S = 3.0  # a stop inside ray.init: nothing to shut down i
 app = FastAPI(title="servebench ray-serve", docs_url=None, redoc_url=None)
 
 
+def _replica_grpc_on_loopback() -> None:
+    """A replica's gRPC server (the proxy's way in under RAY_SERVE_THROUGHPUT_OPTIMIZED) binds every
+    interface ("[::]:0" in Ray Serve's replica.py); run in the replica before it starts, it binds loopback."""
+    add_port = ray.serve._private.replica.add_port_to_grpc_server
+    ray.serve._private.replica.add_port_to_grpc_server = lambda server, address: add_port(
+        server, address.replace("[::]", "127.0.0.1", 1)
+    )
+
+
 @app.exception_handler(HTTPException)
 async def http_error(request: Request, exc: HTTPException) -> Response:
     """Errors as {"error": ...}, like every other answer (FastAPI's default says "detail")."""
@@ -72,6 +83,7 @@ async def http_error(request: Request, exc: HTTPException) -> Response:
 @serve.ingress(app)
 class Model:
     def __init__(self) -> None:
+        _replica_grpc_on_loopback()
         self.predictor = Predictor.from_env()
         self.mode = os.environ.get("SERVEBENCH_INFERENCE") or (
             "inline" if self.predictor.latency_us < INLINE_BELOW_US else "threadpool"
@@ -93,7 +105,8 @@ class Model:
         try:
             length = request.headers.get("content-length")
             self.predictor.check_length(int(length) if length and length.isdigit() else None)
-            X = self.predictor.parse(await request.body())
+            # a body without a length (chunked) is counted as it arrives; one with a length is bounded by it
+            X = self.predictor.parse(await request.body() if length else await read_limited_async(request.stream()))
         except BadRequest as exc:
             return Response(exc.body(), status_code=exc.status, media_type=JSON)
         if self.mode == "inline":
@@ -145,6 +158,9 @@ def main() -> int:
     threading.Thread(target=_watchdog, args=(wakeup_read, ray_up, temp_dir), daemon=True).start()
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    # Ray swaps a loopback node address for the machine's network address, and then its GCS, raylet, agents
+    # and workers listen on every interface. Kept on loopback, they listen on 127.0.0.1 (this is one node).
+    ray._private.services.resolve_ip_for_localhost = lambda host: host
     try:
         ray.init(
             num_cpus=args.workers,  # one logical CPU per replica; controller and proxy take none

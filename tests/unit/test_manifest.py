@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from servebench import manifest
+from servebench import build, manifest
 from servebench.manifest import ManifestError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -89,9 +89,28 @@ def test_native_servers_need_no_requirements_and_python_servers_do(tmp_path: Pat
         ("prepare = [[]]\n", "prepare: Value error, a command must not be empty"),
         ('prepare = [["{python}", "{model}"]]\n', "prepare: Value error, unknown placeholder {model}"),
         ('model_format = "pickle"\n', "model_format: Input should be 'joblib', 'onnx' or 'weights'"),
+        ("max_body_bytes = 0\n", "max_body_bytes: Input should be greater than 0"),
+        ('max_body_bytes = "1M"\n', "max_body_bytes: Input should be a valid integer"),
     ],
 )
 def test_new_fields_are_checked(tmp_path: Path, extra: str, expected: str) -> None:
     text = VALID.format(name="mine").replace('model_format = "joblib"\n', "" if "model_format" in extra else 'model_format = "joblib"\n')
     with pytest.raises(ManifestError, match=expected):
         manifest.load(write_server(tmp_path, "mine", text + extra))
+
+
+def test_body_limit_defaults_to_1_mib_and_reaches_every_server(tmp_path: Path) -> None:
+    """Python servers read the limit from their environment, native ones take it as `{max_body_bytes}`."""
+    assert manifest.load(write_server(tmp_path, "default", VALID.format(name="default"))).max_body_bytes == 1 << 20
+    text = VALID.format(name="small").replace('"{workers}"]', '"{workers}", "--limit", "{max_body_bytes}"]')
+    small = manifest.load(write_server(tmp_path, "small", text + "max_body_bytes = 4096\n"))
+    built = build.BuiltServer(small, tmp_path / "env", "key")
+    values = {**built.values(), "host": "127.0.0.1", "port": 8000, "workers": 1}
+    assert [manifest.render(part, values) for part in small.start][-2:] == ["--limit", "4096"]
+    assert built.environment(values)["SERVEBENCH_MAX_BODY_BYTES"] == "4096"
+
+
+def test_native_shipped_servers_take_the_body_limit() -> None:
+    for name in ("cpp", "cpp-crow"):
+        start = manifest.load(REPO / "servers" / name).start
+        assert start[start.index("--max-body-bytes") + 1] == "{max_body_bytes}", name
