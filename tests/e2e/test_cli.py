@@ -42,6 +42,18 @@ def test_run_rejects_bad_options_naming_them() -> None:
     assert proc.returncode == 2 and "expected a comma-separated list of int" in proc.stderr
 
 
+def test_a_malformed_manifest_or_unknown_model_is_rejected_before_any_server_starts(tmp_path: Path, no_leftover_processes: None) -> None:
+    bad = tmp_path / "servers" / "bad"
+    bad.mkdir(parents=True)
+    (bad / "manifest.toml").write_text('name = "bad"\nlanguage = "cpp"\nmodel_format = "onnx"\nstart = "./server --port {port}"\n')
+    env = {**os.environ, "SERVEBENCH_SERVERS_PATH": f"{tmp_path / 'servers'}{os.pathsep}{os.environ['SERVEBENCH_SERVERS_PATH']}"}
+    proc = run([str(BIN / "servebench"), "run", "--frameworks", "fastapi,bad", "--models", "lr"], env)
+    assert proc.returncode == 2 and f"{bad / 'manifest.toml'}: start: Input should be a valid list" in proc.stderr, proc.stderr
+    proc = run([str(BIN / "servebench"), "run", "--frameworks", "fastapi", "--models", "lr,nope"], env)
+    assert proc.returncode == 2 and "models: Value error, unknown model(s) ['nope']; known: " in proc.stderr, proc.stderr
+    assert "starting" not in proc.stderr  # nothing was started
+
+
 def test_serve_runs_one_server_until_interrupted(no_leftover_processes: None) -> None:
     port = free_port()
     proc = subprocess.Popen(
