@@ -17,6 +17,7 @@ from servebench.spec import TrialSpec
 if TYPE_CHECKING:
     from servebench.tracker import TrialRecord
 
+MEASURED = ("ok", "degraded")  # statuses with figures: degraded ones measured while something went wrong
 # (column header, row key, format)
 COLUMNS: list[tuple[str, str, str]] = [
     ("model", "model", "s"),
@@ -180,7 +181,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
                 values = []
                 for fw in frameworks:
                     match = [r for r in mine if r["framework"] == fw and (r["workers"], r["users"]) == (workers, users)]
-                    values.append(match[0].get(key, 0.0) if match and match[0]["status"] == "ok" else 0.0)
+                    values.append(match[0].get(key, 0.0) if match and match[0]["status"] in MEASURED else 0.0)
                 xs = [x + i * width for x in range(len(frameworks))]
                 bars = ax.bar(xs, values, width, label=f"w{workers} u{users}")
                 ax.bar_label(bars, fmt="%.0f" if key == "rps" else "%.1f", fontsize=7)
@@ -188,9 +189,13 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
             ax.set_title(f"{model}: {title}")
             ax.grid(axis="y", alpha=0.3)
         row_axes[0].legend(title="workers, users", fontsize=8)
-    failed = [f"{r['model']}/{r['framework']}/w{r['workers']}/u{r['users']}" for r in rows if r["status"] != "ok"]
-    if failed:
-        fig.text(0.01, 0.005, "no bar = failed: " + ", ".join(failed), fontsize=8, color="firebrick")
+    notes = []
+    for label, wanted in (("no bar = not measured", lambda st: st not in MEASURED), ("degraded", lambda st: st == "degraded")):
+        names = [f"{r['model']}/{r['framework']}/w{r['workers']}/u{r['users']}" for r in rows if wanted(r["status"])]
+        if names:
+            notes.append(f"{label}: {', '.join(names)}")
+    if notes:
+        fig.text(0.01, 0.005, "; ".join(notes), fontsize=8, color="firebrick")
     fig.suptitle("servebench: throughput and p95 latency per framework and worker count")
     fig.tight_layout(rect=(0, 0.03, 1, 0.96))
     fig.savefig(path, dpi=110)

@@ -103,25 +103,40 @@ def stopping_on_signals() -> Iterator[None]:
             signal.signal(sig, earlier)
 
 
+def _marked() -> Iterator[tuple[psutil.Process, str]]:
+    """Live processes of this user that carry an owner mark, with the mark."""
+    for proc in psutil.process_iter(["pid", "uids", "status"]):
+        try:
+            if proc.info["uids"] is None or proc.info["uids"].real != os.getuid() or proc.info["status"] == psutil.STATUS_ZOMBIE:
+                continue
+            mark = proc.environ().get(OWNER_ENV)
+        except psutil.Error:
+            continue
+        if mark:
+            yield proc, mark
+
+
+def started_by(pid: int) -> list[int]:
+    """Pids of the live processes that harness process `pid` started (servers, their workers, Locust)."""
+    return [proc.pid for proc, mark in _marked() if mark.partition(":")[0] == str(pid)]
+
+
 def reap_orphans() -> list[int]:
     """Kill the process groups of marked processes whose owner is dead (it was SIGKILLed, or the machine's
     scheduler restarted); returns the group ids killed."""
     reaped = []
-    for proc in psutil.process_iter(["pid", "uids"]):
+    for proc, mark in _marked():
+        if _alive(mark):
+            continue
         try:
-            if proc.info["uids"] is None or proc.info["uids"].real != os.getuid():
-                continue
-            mark = proc.environ().get(OWNER_ENV)
-            if not mark or _alive(mark):
-                continue
             pgid = os.getpgid(proc.pid)
             if pgid in reaped or pgid == os.getpgrp():
                 continue
             os.killpg(pgid, signal.SIGKILL)
-            reaped.append(pgid)
-            log.warning("killed process group %d (%s) left behind by dead owner %s", pgid, " ".join(proc.cmdline()[:3]), mark)
-        except (psutil.Error, ProcessLookupError, PermissionError):
+        except (ProcessLookupError, PermissionError):
             continue
+        reaped.append(pgid)
+        log.warning("killed process group %d left behind by dead owner %s", pgid, mark)
     return reaped
 
 

@@ -3,7 +3,8 @@
 A trial never raises for a fault of the server or the load: it returns a failed (nothing measured) or
 degraded (measured, but requests failed or server processes died) TrialResult whose reason and server
 log tail say what happened, so the rest of a run goes on and nothing is lost. Only a kill signal
-(`teardown.Aborted`) ends it early: it kills what the trial started, records why, and propagates.
+(`teardown.Aborted`) or an Airflow time-out ends it early: what it started is stopped, why is recorded,
+and the exception goes on.
 """
 
 from __future__ import annotations
@@ -76,10 +77,6 @@ def run_trial(spec: TrialSpec, out_dir: Path, runner: Runner | None = None) -> T
             where = placement.resolve(spec.cpu_split, spec.cpuset)
             server_cpus = placement.cpuset_of(where.server_cpus) or None
             result = _measure(spec, out_dir, runner or runners.create(spec.backend, server_cpus, spec.memory_mb), where)
-    except teardown.Aborted as exc:
-        TrialResult(spec, "failed", reason=f"aborted: {exc}", out_dir=out_dir).save()
-        log.error("trial %s aborted: %s", spec.run_name, exc)
-        raise
     except Exception as exc:  # noqa: BLE001 - any fault fails this trial only, and says why
         tail = exc.log_tail if isinstance(exc, ServerFailed) else ""
         reason = exc.reason if isinstance(exc, ServerFailed) else f"{type(exc).__name__}: {exc}"
@@ -90,6 +87,11 @@ def run_trial(spec: TrialSpec, out_dir: Path, runner: Runner | None = None) -> T
         if isinstance(exc, ParityFailed):
             context["parity"] = _write_parity(out_dir, exc.report)
         result = TrialResult(spec, "failed", reason=reason, context=context, out_dir=out_dir, log_tail=tail)
+    except BaseException as exc:  # a kill signal, Airflow's execution time-out, Ctrl-C: recorded, then let through
+        why = f"{exc}" if isinstance(exc, teardown.Aborted) else f"{type(exc).__name__}: {exc}"
+        TrialResult(spec, "failed", reason=f"aborted: {why}", out_dir=out_dir).save()
+        log.error("trial %s aborted: %s", spec.run_name, why)
+        raise
     result.save()
     return result
 

@@ -27,18 +27,6 @@ KILLED = {
 }  # fmt: skip
 
 
-def _marked(owner_pid: int) -> list[int]:
-    """Live processes carrying `owner_pid`'s mark: what it started and has not stopped."""
-    found = []
-    for proc in psutil.process_iter(["pid"]):
-        try:
-            if proc.status() != psutil.STATUS_ZOMBIE and proc.environ().get(teardown.OWNER_ENV, "").startswith(f"{owner_pid}:"):
-                found.append(proc.pid)
-        except psutil.Error:
-            continue
-    return found
-
-
 def _cmdline(pid: int) -> str:
     try:
         return " ".join(psutil.Process(pid).cmdline())
@@ -58,13 +46,13 @@ def killed_run(airflow_env: dict[str, str], tmp_path_factory: pytest.TempPathFac
         )  # fmt: skip
     try:
         deadline = time.monotonic() + 240
-        while time.monotonic() < deadline and not any("locust" in _cmdline(p) for p in _marked(proc.pid)):
+        while time.monotonic() < deadline and not any("locust" in _cmdline(p) for p in teardown.started_by(proc.pid)):
             time.sleep(0.2)
         time.sleep(2)  # inside the measured window
-        started = {pid: _cmdline(pid)[:120] for pid in _marked(proc.pid)}
+        started = {pid: _cmdline(pid)[:120] for pid in teardown.started_by(proc.pid)}
         proc.send_signal(signal.SIGTERM)
         time.sleep(3)
-        left_after_signal = [cmd for pid, cmd in started.items() if pid in _marked(proc.pid)]
+        left_after_signal = [cmd for pid, cmd in started.items() if pid in teardown.started_by(proc.pid)]
         proc.wait(timeout=300)
     finally:
         proc.kill()
@@ -73,7 +61,7 @@ def killed_run(airflow_env: dict[str, str], tmp_path_factory: pytest.TempPathFac
     # `dags test` picks the order of mapped tasks: whichever trial ran first was killed
     killed = next((fw for fw in KILLED["frameworks"] if any(f"/envs/{fw}-" in c for c in started.values())), None)
     return {"output": output, "run_id": run_id.group(1) if run_id else None, "started": list(started.values()), "killed": killed,
-            "left_after_signal": left_after_signal, "left_at_end": _marked(proc.pid)}  # fmt: skip
+            "left_after_signal": left_after_signal, "left_at_end": teardown.started_by(proc.pid)}  # fmt: skip
 
 
 def test_a_killed_trial_task_stops_its_server_and_locust_and_the_run_goes_on(killed_run: dict) -> None:

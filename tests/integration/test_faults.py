@@ -147,18 +147,6 @@ def test_airflow_on_kill_kills_the_server_and_locust_at_once(exports, tmp_path: 
     assert server.stop().leftovers == ()
 
 
-def _marked(owner_pid: int) -> list[int]:
-    """Processes carrying the owner mark of `owner_pid` (what teardown.reap_orphans would act on)."""
-    found = []
-    for proc in psutil.process_iter(["pid"]):
-        try:
-            if proc.environ().get(teardown.OWNER_ENV, "").startswith(f"{owner_pid}:"):
-                found.append(proc.pid)
-        except psutil.Error:
-            continue
-    return found
-
-
 def _alive(pid: int) -> bool:
     try:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
@@ -175,6 +163,19 @@ def _wait_for(predicate, timeout_s: float) -> bool:  # type: ignore[no-untyped-d
     return False
 
 
+def test_an_airflow_execution_timeout_stops_the_trial_and_records_it(tmp_path: Path, no_leftover_processes: None) -> None:
+    from airflow.sdk.exceptions import AirflowTaskTimeout
+    from airflow.sdk.execution_time.timeout import timeout
+
+    spec = TrialSpec("lr", "paced", 1, 4, 20.0, 60.0, 1.0)
+    began = time.monotonic()
+    with pytest.raises(AirflowTaskTimeout), timeout(6):  # what Airflow wraps a task with execution_timeout in
+        run_trial(spec, tmp_path)
+    assert time.monotonic() - began < 20  # not the 60 s of load
+    saved = (tmp_path / "result.json").read_text()
+    assert '"status": "failed"' in saved and '"reason": "aborted: AirflowTaskTimeout: Timeout' in saved
+
+
 def test_sigterm_stops_a_run_and_everything_it_started(tmp_path: Path, no_leftover_processes: None) -> None:
     """What Airflow's supervisor, a scheduler restart or Ctrl-C does to the process running trials."""
     cli = [sys.executable, "-m", "servebench.cli", "run", "--models", "lr", "--frameworks", "fastapi", "--workers", "2",
@@ -183,15 +184,15 @@ def test_sigterm_stops_a_run_and_everything_it_started(tmp_path: Path, no_leftov
     proc = subprocess.Popen(cli, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         # loading: the server (leader and workers) and Locust all carry the CLI's mark
-        assert _wait_for(lambda: any("locust" in _cmdline(p) for p in _marked(proc.pid)), 90)
-        assert len(_marked(proc.pid)) >= 3
+        assert _wait_for(lambda: any("locust" in _cmdline(p) for p in teardown.started_by(proc.pid)), 90)
+        assert len(teardown.started_by(proc.pid)) >= 3
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=20)
     finally:
         proc.kill()
     assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
     assert "servebench: stopped by SIGTERM (killed Locust" in err and "server fastapi-" in err
-    assert _marked(proc.pid) == []
+    assert teardown.started_by(proc.pid) == []
     # the aborted trial is recorded in the spool, saying why
     results = list(Path(os.environ["SERVEBENCH_HOME"], "runs").glob("cli-*/lr-fastapi-w2-u4/result.json"))
     assert any('"reason": "aborted: stopped by SIGTERM' in p.read_text() for p in results)
@@ -204,8 +205,8 @@ def test_orphans_of_a_sigkilled_harness_are_reaped(tmp_path: Path, no_leftover_p
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     try:
-        assert _wait_for(lambda: bool(_marked(serve.pid)), 60)
-        orphans = _marked(serve.pid)
+        assert _wait_for(lambda: bool(teardown.started_by(serve.pid)), 60)
+        orphans = teardown.started_by(serve.pid)
         groups = {os.getpgid(pid) for pid in orphans}
         serve.kill()
         serve.wait()
