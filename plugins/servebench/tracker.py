@@ -77,7 +77,6 @@ def record_of(result: TrialResult) -> TrialRecord:
 class Tracker:
     def __init__(self, uri: str | None = None) -> None:
         import mlflow
-        from mlflow.tracking import MlflowClient
 
         for name, value in HTTP_DEFAULTS.items():
             os.environ.setdefault(name, value)
@@ -85,7 +84,17 @@ class Tracker:
         self._mlflow = mlflow
         self.uri = uri or paths.tracking_uri()
         mlflow.set_tracking_uri(self.uri)
-        self.client = MlflowClient(self.uri)
+        self._client: Any = None
+
+    @property
+    def client(self) -> Any:
+        """Made at first use: a URI MLflow rejects (a typo in the scheme) then fails an upload, which the
+        spool survives, rather than the task that was to measure."""
+        if self._client is None:
+            from mlflow.tracking import MlflowClient
+
+            self._client = MlflowClient(self.uri)
+        return self._client
 
     # -- experiments and the parent run ------------------------------------------------------------
     def experiment_id(self, name: str) -> str:

@@ -121,3 +121,14 @@ def test_memory_growth_is_fitted_not_guessed() -> None:
     slope, r2 = trend(flat)  # type: ignore[misc]
     assert abs(slope) < 0.1 and r2 < 0.1
     assert trend(leak[:5]) is None  # too short to say
+
+
+def test_a_malformed_tracking_uri_fails_the_upload_not_the_run(tmp_path: Path) -> None:
+    from servebench import pipeline, spool
+
+    typo = Tracker("htp://mlflow.example:5000")  # constructed: nothing is asked of MLflow yet
+    bench = spool.create(spool.Benchmark("typo", "exp", "typo", {}, {}, [], typo.uri))
+    result("fastapi", 1, 900.0, bench.trial_dir("lr-fastapi-w1-u10")).save()
+    uploaded = pipeline.upload(bench, typo, retries=0)
+    assert uploaded.parent_id is None and "unsupported URI 'htp://mlflow.example:5000'" in str(uploaded.error)
+    assert [p.parent.name for p in bench.pending()] == ["lr-fastapi-w1-u10"]  # kept for `servebench sync`
