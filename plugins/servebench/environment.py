@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import platform
 import socket
@@ -40,10 +41,16 @@ def _read(path: str) -> str:
         return ""
 
 
+def fingerprint(tags: dict[str, str]) -> str:
+    """The machine as a baseline sees it: same host, CPU and memory (figures of another say nothing of it)."""
+    stable = "|".join(tags[k] for k in ("host.name", "host.cpu_model", "host.cpu_count", "host.memory_gb"))
+    return hashlib.sha256(stable.encode()).hexdigest()[:12]
+
+
 def host_tags() -> dict[str, str]:
     commit = _git("rev-parse", "HEAD")
     dirty = bool(_git("status", "--porcelain", "--untracked-files=no"))
-    return {
+    tags = {
         "git.commit": (commit + ("-dirty" if dirty else "")) or "unknown",
         "host.name": socket.gethostname(),
         "host.os": platform.platform(),
@@ -57,3 +64,4 @@ def host_tags() -> dict[str, str]:
         "host.cpu_governor": _read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor") or "unknown",
         "servebench.version": __version__,
     }
+    return {**tags, "host.fingerprint": fingerprint(tags)}

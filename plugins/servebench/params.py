@@ -73,6 +73,9 @@ class BenchmarkParams(BaseModel):
         default=None, gt=0, le=1440,
         description="Soak mode: load each configuration for this many minutes in one run (no repeats) and fit its memory growth (MB/min) and latency drift.",
     )  # fmt: skip
+    fail_on_regression: bool = Field(
+        default=False, description="Fail a manual run when a configuration regressed against its history (a scheduled run always fails)."
+    )
     request_timeout: float = Field(
         default=10.0, gt=0, le=600, description="Seconds a request may take before it counts as failed (a hung server is bounded by it)."
     )

@@ -8,10 +8,10 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from servebench import environment, images, manifest, models, params, runner, spool, summary
+from servebench import environment, images, manifest, models, params, regression, runner, spool, summary
 from servebench.build import BuildError
 from servebench.spec import TrialSpec, plan
-from servebench.tracker import TAG_DAG_RUN, Tracker, record_of
+from servebench.tracker import TAG_DAG_RUN, TAG_HOST, TAG_STATUS, TAG_TRIAL_KEY, TrialRecord, Tracker, record_of
 from servebench.trial import TrialResult, run_trial
 
 log = logging.getLogger(__name__)
@@ -133,15 +133,22 @@ def summarize(benchmark: str, planned: list[TrialSpec], tracker: Tracker) -> sum
     parent run and close that run. Spooled results are uploaded first."""
     bench = spool.load(benchmark)
     uploaded = upload(bench, tracker)
+    verdicts: dict[str, list[regression.Verdict]] = {}
     if uploaded.parent_id:
         records = tracker.trial_runs(uploaded.parent_id)
+        verdicts = _judge(bench, records, uploaded.parent_id, tracker)
     else:
         records = [record_of(TrialResult.load(p)) for p in sorted(bench.folder.glob(f"*/{spool.RESULT_FILE}"))]
     rows = summary.rows_from_records(records, planned)
+    for row in rows:
+        judged = regression.overall(verdicts.get(row.get("run_id", ""), []))
+        row["verdict"] = judged if judged != "no_baseline" else None
     curves = {f"{r.params.get('model')} {r.params.get('framework')} w{r.params.get('workers')}": r.capacity for r in records if r.capacity}
     (bench.summary_dir / spool.UPLOADED_FILE).unlink(missing_ok=True)
     files = summary.write_files(rows, bench.summary_dir, curves)
-    result = summary.Summary(rows, files, uploaded.parent_id, uploaded.error)
+    changes = [f"{r.params.get('model')}/{r.params.get('framework')}/w{r.params.get('workers')}/u{r.params.get('users')}: {v.text}"
+               for r in records for v in verdicts.get(r.run_id, []) if v.verdict in ("regression", "improvement")]  # fmt: skip
+    result = summary.Summary(rows, files, uploaded.parent_id, uploaded.error, changes)
     if uploaded.parent_id:
         tracker.log_files(uploaded.parent_id, files, "summary")
         tracker.close_parent(uploaded.parent_id, failed=bool(result.failed))
@@ -151,6 +158,28 @@ def summarize(benchmark: str, planned: list[TrialSpec], tracker: Tracker) -> sum
         log.error("not load-tested, answers differ from the reference: %s/%s/w%s: %s",
                   row["model"], row["framework"], row["workers"], row["notes"])  # fmt: skip
     return result
+
+
+def _judge(bench: spool.Benchmark, records: list[TrialRecord], parent_id: str, tracker: Tracker) -> dict[str, list[regression.Verdict]]:
+    """Each ok trial against its history (same experiment, configuration and host; scheduled nights before
+    this one); the verdicts are logged on the trial runs."""
+    before = tracker.start_ms(parent_id)
+    host = bench.tags.get(TAG_HOST, "")
+    verdicts = {}
+    for record in records:
+        if record.tags.get(TAG_STATUS) != "ok":
+            continue
+        history = tracker.history(bench.experiment, record.tags[TAG_TRIAL_KEY], host, before)
+        verdicts[record.run_id] = [
+            regression.judge(figure, record.metrics[figure], [h.metrics[figure] for h in history if figure in h.metrics])
+            for figure in regression.JUDGED
+            if figure in record.metrics
+        ]
+        tracker.log_verdicts(record.run_id, verdicts[record.run_id])
+        for verdict in verdicts[record.run_id]:
+            if verdict.verdict in ("regression", "improvement"):
+                log.warning("%s: %s", record.tags[TAG_TRIAL_KEY], verdict.text)
+    return verdicts
 
 
 def sync(tracker: Tracker, any_uri: bool = False) -> list[tuple[spool.Benchmark, Upload]]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import csv
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
@@ -39,6 +39,7 @@ COLUMNS: list[tuple[str, str, str]] = [
     ("server rss MB", "server_rss_mb_max", ".0f"),
     ("rss MB/min", "server_rss_growth_mb_per_min", ".2f"),
     ("cold start s", "cold_start_s", ".2f"),
+    ("verdict", "verdict", "s"),
     ("notes", "notes", "s"),
 ]
 
@@ -49,6 +50,11 @@ class Summary:
     files: list[Path]
     parent_id: str | None = None  # the MLflow parent run it was logged to
     tracking_error: str | None = None  # MLflow was unreachable: built from the spool, not logged yet
+    changes: list[str] = field(default_factory=list)  # regressions and improvements against the history
+
+    @property
+    def regressions(self) -> list[str]:
+        return [c for c in self.changes if c.endswith(": regression")]
 
     @property
     def failed(self) -> list[dict[str, Any]]:
@@ -60,7 +66,7 @@ class Summary:
         return [r for r in self.rows if r.get("parity") == "fail"]
 
     def text(self) -> str:
-        return format_table(self.rows)
+        return format_table(self.rows) + "".join(f"\n{c}" for c in self.changes)
 
 
 def rows_from_records(records: Iterable[TrialRecord], planned: list[TrialSpec] | None = None) -> list[dict[str, Any]]:
@@ -101,7 +107,7 @@ def _cell(row: dict[str, Any], key: str, fmt: str) -> str:
 
 # Shown only when some row has them: a single-repeat or fixed-load run has no interval or capacity, a
 # short one no memory trend.
-OPTIONAL = {"rps_ci95", "rps_cv_pct", "max_rps_at_slo", "server_rss_growth_mb_per_min"}
+OPTIONAL = {"rps_ci95", "rps_cv_pct", "max_rps_at_slo", "server_rss_growth_mb_per_min", "verdict"}
 
 
 def format_table(rows: list[dict[str, Any]], markdown: bool = False) -> str:

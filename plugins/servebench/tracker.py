@@ -17,6 +17,7 @@ from typing import Any
 
 from servebench import paths
 from servebench.models import ExportedModel
+from servebench.regression import Verdict, overall
 from servebench.spool import Benchmark
 from servebench.trial import TrialResult
 
@@ -32,6 +33,10 @@ TAG_REASON = "servebench.failure_reason"
 TAG_FLAGS = "servebench.flags"
 TAG_LOADGEN_SATURATED = "servebench.loadgen_saturated"  # "true": the figures measure Locust too
 TAG_DAG_RUN = "airflow.dag_run_id"
+TAG_TRIGGER = "trigger"  # scheduled | manual | cli
+TAG_HOST = "host.fingerprint"
+TAG_VERDICT = "servebench.verdict"  # regression | improvement | unchanged | no_baseline, against its history
+INHERITED_TAGS = (TAG_DAG_RUN, TAG_TRIGGER, TAG_HOST)  # copied from a parent run to its trials
 ARTIFACT_SUFFIXES = {".csv", ".html", ".log", ".json", ".txt", ".hlog"}
 _PARAM_LIMIT = 6000  # MLflow's limit on a param value
 # An unreachable tracking server should fail an upload in seconds (the spool keeps the result and
@@ -188,8 +193,9 @@ class Tracker:
             if run.data.tags.get(TAG_RESULT) == result.result_id and run.data.tags.get(TAG_UPLOAD) == "complete":
                 return str(run.info.run_id)
         tags = {"mlflow.parentRunId": parent_id, **trial_tags(result)}
-        if parent.data.tags.get(TAG_DAG_RUN):
-            tags[TAG_DAG_RUN] = parent.data.tags[TAG_DAG_RUN]
+        for inherited in INHERITED_TAGS:  # so a trial's baseline is one search away
+            if parent.data.tags.get(inherited):
+                tags[inherited] = parent.data.tags[inherited]
         run = self.client.create_run(parent.info.experiment_id, run_name=result.spec.run_name, tags=tags)
         run_id = str(run.info.run_id)
         now = int(time.time() * 1000)
@@ -237,6 +243,35 @@ class Tracker:
             for r in self._children(parent_id)
             if r.data.tags.get(TAG_UPLOAD) == "complete"
         ]  # fmt: skip
+
+    def history(self, experiment: str, key: str, host: str, before_ms: int, k: int = 7) -> list[TrialRecord]:
+        """The last `k` successful runs of a configuration in scheduled benchmarks on the same host, started
+        before `before_ms` (epoch ms): the baseline a night is judged against."""
+        experiment_obj = self.client.get_experiment_by_name(experiment)
+        if experiment_obj is None:
+            return []
+        runs = self.client.search_runs(
+            [experiment_obj.experiment_id],
+            f"tags.`{TAG_TRIAL_KEY}` = '{key}' and tags.`{TAG_STATUS}` = 'ok' and tags.`{TAG_TRIGGER}` = 'scheduled' "
+            f"and tags.`{TAG_HOST}` = '{host}' and tags.`{TAG_UPLOAD}` = 'complete' and attributes.start_time < {before_ms}",
+            max_results=k,
+            order_by=["attributes.start_time DESC"],
+        )
+        return [TrialRecord(str(r.info.run_id), dict(r.data.params), dict(r.data.metrics), dict(r.data.tags)) for r in runs]
+
+    def log_verdicts(self, run_id: str, verdicts: list[Verdict]) -> None:
+        """The regression verdict of a trial run: a tag overall and per figure, the baseline and the change."""
+        from mlflow.entities import Metric, RunTag
+
+        now = int(time.time() * 1000)
+        tags = [RunTag(TAG_VERDICT, overall(verdicts))]
+        tags += [RunTag(f"{TAG_VERDICT}.{v.figure}", v.text[:5000]) for v in verdicts]
+        metrics = [Metric(f"baseline/{v.figure}", v.baseline, now, 0) for v in verdicts if v.baseline is not None]
+        metrics += [Metric(f"change_pct/{v.figure}", 100 * v.change, now, 0) for v in verdicts if v.change is not None]
+        self.client.log_batch(run_id, metrics=metrics, tags=tags)
+
+    def start_ms(self, run_id: str) -> int:
+        return int(self.client.get_run(run_id).info.start_time)
 
     def capacity_curve(self, run_id: str) -> list[tuple[float, float]]:
         """(achieved rps, p99 ms) of each capacity-search step a trial logged; [] for other trials."""

@@ -27,7 +27,7 @@ def test_schedule_and_shape(dag) -> None:  # type: ignore[no-untyped-def]
     assert set(dag.params.keys()) == {
         "models", "frameworks", "workers", "users", "spawn_rate", "duration", "warmup", "experiment", "backend", "cpuset",
         "memory_mb", "load", "rate", "arrival", "repeats", "max_cv", "capacity", "slo_p99_ms", "loadgen_processes", "cpu_split",
-        "request_timeout", "soak_minutes",
+        "request_timeout", "soak_minutes", "fail_on_regression",
     }  # fmt: skip
 
 
