@@ -108,16 +108,12 @@ def serving_benchmark() -> None:
 
         result = pipeline.summarize(benchmark, [TrialSpec.from_dict(s) for s in specs], Tracker())
         print(result.text())
-        if result.tracking_error:  # nothing is lost, but the morning view in MLflow lacks this night
-            raise pipeline.TrialFailed(f"MLflow unreachable ({result.tracking_error}): results of benchmark "
-                                       f"{benchmark} are spooled; run `servebench sync` once it is back")  # fmt: skip
+        print(f"report: {result.files[0]}")
         context = get_current_context()
         nightly = str(context["dag_run"].run_type).endswith("scheduled")
-        if result.regressions and (nightly or context["params"].get("fail_on_regression")):
-            raise pipeline.TrialFailed(f"{len(result.regressions)} regression(s): " + "; ".join(result.regressions))
-        if result.failed:  # everything is logged; now make the run red so nobody mistakes it for a clean night
-            bad = ", ".join(f"{r['model']}/{r['framework']}/w{r['workers']}/u{r['users']}" for r in result.failed)
-            raise pipeline.TrialFailed(f"{len(result.failed)} of {len(result.rows)} configurations not ok: {bad}")
+        # Everything is logged by now; a red run says the night needs a look (failure callbacks can alert).
+        if why := pipeline.verdict(result, nightly, bool(context["params"].get("fail_on_regression"))):
+            raise pipeline.TrialFailed(why)
 
     specs = plan()
     models = train_models()

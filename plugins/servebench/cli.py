@@ -73,6 +73,14 @@ def _parser() -> argparse.ArgumentParser:
     sync = sub.add_parser("sync", help="upload the results an unreachable MLflow left in the local spool (each exactly once)")
     sync.add_argument("--any-uri", action="store_true", help="also upload benchmarks meant for another tracking URI to this one")
 
+    build = sub.add_parser("report", help="rebuild the HTML report of a logged benchmark from MLflow alone; prints its index.html")
+    build.add_argument("run_id", help="the benchmark's MLflow parent run id")
+    build.add_argument("--out", type=Path, help="folder to write it to (default: <state>/reports/<run id>)")
+
+    diff = sub.add_parser("compare", help="side-by-side figures of two logged benchmarks (A, then B)")
+    diff.add_argument("run_a", help="parent run id of the benchmark to compare from")
+    diff.add_argument("run_b", help="parent run id of the benchmark to compare with")
+
     show = sub.add_parser("summary", help="print the comparison table of a logged benchmark run")
     show.add_argument("run_id", nargs="?", help="parent run id (default: the latest in the experiment)")
     show.add_argument("--experiment", default="servebench")
@@ -93,7 +101,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from servebench.teardown import Aborted
 
     try:
-        return {"run": _run, "serve": _serve, "summary": _summary, "sync": _sync}[args.command](args)
+        commands = {"run": _run, "serve": _serve, "summary": _summary, "sync": _sync, "report": _report, "compare": _compare}
+        return commands[args.command](args)
     except (ParamsError, ManifestError, ImageError) as exc:
         print(f"servebench: {exc}", file=sys.stderr)
         return 2
@@ -124,7 +133,7 @@ def _run(args: argparse.Namespace) -> int:
                           "tracking_error": done.tracking_error, "trials": trials}, indent=1))  # fmt: skip
     else:
         print(done.text())
-        _print_where(done.parent_id, done.files[0].parent)
+        _print_where(done.parent_id, done.files[0])
     if done.tracking_error:
         print(f"servebench: MLflow unreachable ({done.tracking_error}); the results are kept in "
               f"{done.files[0].parent.parent}: run `servebench sync` once it is back", file=sys.stderr)  # fmt: skip
@@ -146,9 +155,9 @@ def _sync(args: argparse.Namespace) -> int:
     return 1 if left else 0
 
 
-def _print_where(parent_id: str | None, summary_dir: Path) -> None:
+def _print_where(parent_id: str | None, report: Path) -> None:
     uri = paths.tracking_uri()
-    print(f"MLflow parent run {parent_id or '(not logged yet)'}; summary files in {summary_dir}")
+    print(f"MLflow parent run {parent_id or '(not logged yet)'}; report: {report}")
     if uri.startswith("sqlite:"):
         print(
             f"MLflow UI:  .venv/bin/mlflow ui --backend-store-uri {uri} "
@@ -169,11 +178,54 @@ def _summary(args: argparse.Namespace) -> int:
         return 2
     rows = summary.rows_from_records(tracker.trial_runs(run_id), pipeline.planned_trials(run_id, tracker))
     print(summary.format_table(rows))
-    _print_where(run_id, paths.runs_dir() / tracker.benchmark_of(run_id) / "summary")
+    _print_where(run_id, paths.runs_dir() / tracker.benchmark_of(run_id) / "summary" / "index.html")
     bad = [r for r in rows if r["status"] != "ok"]
     if bad:
         print(f"{len(bad)} of {len(rows)} configurations not ok", file=sys.stderr)
     return 1 if bad else 0
+
+
+def _logged_report(tracker: Any, run_id: str) -> Any:
+    """The report of a parent run, from MLflow; None (and why, on stderr) when it is not one."""
+    from servebench import pipeline, report
+    from servebench.tracker import TAG_KIND
+
+    try:
+        run = tracker.client.get_run(run_id)
+    except Exception as exc:  # noqa: BLE001 - MLflow's error says whether the run or the store is missing
+        print(f"servebench: no run {run_id!r} at {tracker.uri}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", file=sys.stderr)
+        return None
+    if run.data.tags.get(TAG_KIND) != "benchmark":
+        parent = run.data.tags.get("mlflow.parentRunId")
+        hint = f"; it is a trial of benchmark {parent}" if parent else ""
+        print(f"servebench: run {run_id} is not a benchmark's parent run{hint}", file=sys.stderr)
+        return None
+    return report.gather(run_id, tracker, pipeline.planned_trials(run_id, tracker))
+
+
+def _report(args: argparse.Namespace) -> int:
+    from servebench import report
+    from servebench.tracker import Tracker
+
+    built = _logged_report(Tracker(), args.run_id)
+    if built is None:
+        return 2
+    files = report.write(built, args.out or paths.state_dir() / "reports" / args.run_id)
+    print(f"{len(built.rows)} configurations, {len(files) - 3} plots; tables: {files[1]}, {files[2]}", file=sys.stderr)
+    print(files[0])
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from servebench import report
+    from servebench.tracker import Tracker
+
+    tracker = Tracker()
+    a, b = _logged_report(tracker, args.run_a), _logged_report(tracker, args.run_b)
+    if a is None or b is None:
+        return 2
+    print(report.compare(a, b), end="")
+    return 0
 
 
 def _serve(args: argparse.Namespace) -> int:

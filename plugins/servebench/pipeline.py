@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from servebench import environment, images, manifest, models, params, regression, runner, spool, summary
+from servebench import environment, images, manifest, models, params, regression, report, runner, spool, summary
 from servebench.build import BuildError
 from servebench.spec import TrialSpec, plan
 from servebench.tracker import TAG_DAG_RUN, TAG_HOST, TAG_STATUS, TAG_TRIAL_KEY, TrialRecord, Tracker, record_of
@@ -129,57 +129,63 @@ def planned_trials(parent_id: str, tracker: Tracker) -> list[TrialSpec]:
 
 
 def summarize(benchmark: str, planned: list[TrialSpec], tracker: Tracker) -> summary.Summary:
-    """Build the comparison from MLflow (or from the spool while MLflow is unreachable), log it to the
-    parent run and close that run. Spooled results are uploaded first."""
+    """Judge each configuration against its history, build the report from MLflow (or from the spool while
+    MLflow is unreachable), log it to the parent run and close that run. Spooled results are uploaded first."""
     bench = spool.load(benchmark)
     uploaded = upload(bench, tracker)
-    verdicts: dict[str, list[regression.Verdict]] = {}
     if uploaded.parent_id:
-        records = tracker.trial_runs(uploaded.parent_id)
-        verdicts = _judge(bench, records, uploaded.parent_id, tracker)
+        _judge(bench, tracker.trial_runs(uploaded.parent_id), uploaded.parent_id, tracker)
+        built = report.gather(uploaded.parent_id, tracker, planned)
     else:
         records = [record_of(TrialResult.load(p)) for p in sorted(bench.folder.glob(f"*/{spool.RESULT_FILE}"))]
-    rows = summary.rows_from_records(records, planned)
-    for row in rows:
-        judged = regression.overall(verdicts.get(row.get("run_id", ""), []))
-        row["verdict"] = judged if judged != "no_baseline" else None
-    curves = {f"{r.params.get('model')} {r.params.get('framework')} w{r.params.get('workers')}": r.capacity for r in records if r.capacity}
+        facts = report.about(bench.run_name, None, bench.params, bench.tags, **{
+            "benchmark id": bench.id, "tracking URI": f"{tracker.uri} (unreachable: not logged yet)"})  # fmt: skip
+        built = report.from_records(records, planned, bench.run_name, facts)
     (bench.summary_dir / spool.UPLOADED_FILE).unlink(missing_ok=True)
-    files = summary.write_files(rows, bench.summary_dir, curves)
-    changes = [f"{r.params.get('model')}/{r.params.get('framework')}/w{r.params.get('workers')}/u{r.params.get('users')}: {v.text}"
-               for r in records for v in verdicts.get(r.run_id, []) if v.verdict in ("regression", "improvement")]  # fmt: skip
-    result = summary.Summary(rows, files, uploaded.parent_id, uploaded.error, changes)
+    files = report.write(built, bench.summary_dir)
+    result = summary.Summary(built.rows, files, uploaded.parent_id, uploaded.error)
     if uploaded.parent_id:
         tracker.log_files(uploaded.parent_id, files, "summary")
         tracker.close_parent(uploaded.parent_id, failed=bool(result.failed))
         spool.mark_uploaded(bench.summary_dir, uploaded.parent_id, tracker.uri)
-        log.info("summary of %d trials (%d not ok) logged to parent run %s", len(rows), len(result.failed), uploaded.parent_id)
+        log.info("summary of %d trials (%d not ok) logged to parent run %s", len(result.rows), len(result.failed), uploaded.parent_id)
+    log.info("report: %s", files[0])
     for row in result.parity_failures:
-        log.error("not load-tested, answers differ from the reference: %s/%s/w%s: %s",
-                  row["model"], row["framework"], row["workers"], row["notes"])  # fmt: skip
+        log.error("not load-tested, answers differ from the reference: %s: %s", summary.label(row), row["notes"])
     return result
 
 
-def _judge(bench: spool.Benchmark, records: list[TrialRecord], parent_id: str, tracker: Tracker) -> dict[str, list[regression.Verdict]]:
+def verdict(result: summary.Summary, nightly: bool, fail_on_regression: bool) -> str | None:
+    """Why a benchmark run should end red, or None: MLflow unreachable (the morning view lacks the night),
+    a regression (a nightly run, or asked for), or configurations that did not run clean."""
+    if result.tracking_error:
+        return (f"MLflow unreachable ({result.tracking_error}): results are spooled in {result.files[0].parent.parent}; "
+                "run `servebench sync` once it is back")  # fmt: skip
+    if result.regressions and (nightly or fail_on_regression):
+        return f"{len(result.regressions)} regression(s): " + "; ".join(result.regressions)
+    if result.failed:
+        return f"{len(result.failed)} of {len(result.rows)} configurations not ok: " + ", ".join(summary.label(r) for r in result.failed)
+    return None
+
+
+def _judge(bench: spool.Benchmark, records: list[TrialRecord], parent_id: str, tracker: Tracker) -> None:
     """Each ok trial against its history (same experiment, configuration and host; scheduled nights before
     this one); the verdicts are logged on the trial runs."""
     before = tracker.start_ms(parent_id)
     host = bench.tags.get(TAG_HOST, "")
-    verdicts = {}
     for record in records:
         if record.tags.get(TAG_STATUS) != "ok":
             continue
         history = tracker.history(bench.experiment, record.tags[TAG_TRIAL_KEY], host, before)
-        verdicts[record.run_id] = [
+        verdicts = [
             regression.judge(figure, record.metrics[figure], [h.metrics[figure] for h in history if figure in h.metrics])
             for figure in regression.JUDGED
             if figure in record.metrics
         ]
-        tracker.log_verdicts(record.run_id, verdicts[record.run_id])
-        for verdict in verdicts[record.run_id]:
-            if verdict.verdict in ("regression", "improvement"):
-                log.warning("%s: %s", record.tags[TAG_TRIAL_KEY], verdict.text)
-    return verdicts
+        tracker.log_verdicts(record.run_id, verdicts)
+        for judged in verdicts:
+            if judged.verdict in ("regression", "improvement"):
+                log.warning("%s: %s", record.tags[TAG_TRIAL_KEY], judged.text)
 
 
 def sync(tracker: Tracker, any_uri: bool = False) -> list[tuple[spool.Benchmark, Upload]]:

@@ -1,14 +1,15 @@
-"""The comparison a run ends with: a table (terminal, Markdown, CSV) and a PNG, read back from MLflow.
+"""The comparison a run ends with, as rows: one per configuration, read back from the trials' records.
 
 It never re-measures: rows come from the trials' records (MLflow runs, or the spool's results when
-MLflow is unreachable), and planned trials that recorded nothing are listed as missing.
+MLflow is unreachable), and planned trials that recorded nothing are listed as missing. Rows carry the
+derived figures a sizing decision needs (requests per second per CPU core and per GB) and which
+configuration is best per model; `report` turns them into tables and plots.
 """
 
 from __future__ import annotations
 
-import csv
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
 MEASURED = ("ok", "degraded")  # statuses with figures: degraded ones measured while something went wrong
 # (column header, row key, format)
 COLUMNS: list[tuple[str, str, str]] = [
+    ("", "best", "s"),
     ("model", "model", "s"),
     ("framework", "framework", "s"),
     ("workers", "workers", "s"),
@@ -37,6 +39,8 @@ COLUMNS: list[tuple[str, str, str]] = [
     ("server cpu %", "server_cpu_percent_avg", ".0f"),
     ("cpu µs/req", "server_cpu_us_per_request", ".0f"),
     ("server rss MB", "server_rss_mb_max", ".0f"),
+    ("rps/core", "rps_per_core", ".0f"),
+    ("rps/GB", "rps_per_gb", ".0f"),
     ("rss MB/min", "server_rss_growth_mb_per_min", ".2f"),
     ("cold start s", "cold_start_s", ".2f"),
     ("verdict", "verdict", "s"),
@@ -50,7 +54,11 @@ class Summary:
     files: list[Path]
     parent_id: str | None = None  # the MLflow parent run it was logged to
     tracking_error: str | None = None  # MLflow was unreachable: built from the spool, not logged yet
-    changes: list[str] = field(default_factory=list)  # regressions and improvements against the history
+
+    @property
+    def changes(self) -> list[str]:
+        """Regressions and improvements against the history, one line per configuration and figure."""
+        return changes(self.rows)
 
     @property
     def regressions(self) -> list[str]:
@@ -71,7 +79,7 @@ class Summary:
 
 def rows_from_records(records: Iterable[TrialRecord], planned: list[TrialSpec] | None = None) -> list[dict[str, Any]]:
     """One row per trial record, plus a 'missing' row per planned trial that recorded nothing."""
-    from servebench.tracker import TAG_FLAGS, TAG_REASON, TAG_STATUS, TAG_TRIAL_KEY
+    from servebench.tracker import TAG_FLAGS, TAG_MODEL_VERSION, TAG_REASON, TAG_STATUS, TAG_TRIAL_KEY, TAG_VERDICT
 
     rows: dict[str, dict[str, Any]] = {}
     for record in records:
@@ -80,6 +88,7 @@ def rows_from_records(records: Iterable[TrialRecord], planned: list[TrialSpec] |
             "model": p.get("model"), "framework": p.get("framework"),
             "workers": int(p.get("workers", 0)), "users": int(p.get("users", 0)),
             "status": t.get(TAG_STATUS, "unknown"), "parity": p.get("parity"), "run_id": record.run_id,
+            "key": t.get(TAG_TRIAL_KEY, record.run_id),
             "slo_p99_ms": p.get("slo_p99_ms") if p.get("capacity") == "true" else None, **m,
         }  # fmt: skip
         if "error_rate" in m:
@@ -87,21 +96,72 @@ def rows_from_records(records: Iterable[TrialRecord], planned: list[TrialSpec] |
         if "rps_ci95_low" in m:
             row["rps_ci95"] = f"{m['rps_ci95_low']:.0f}-{m['rps_ci95_high']:.0f}"
             row["rps_cv_pct"] = 100.0 * m["rps_cv"]
+        if m.get("server_cpu_percent_avg"):  # requests per second for each core the server kept busy
+            row["rps_per_core"] = m.get("rps", 0.0) / (m["server_cpu_percent_avg"] / 100.0)
+        if m.get("server_rss_mb_max"):
+            row["rps_per_gb"] = m.get("rps", 0.0) / (m["server_rss_mb_max"] / 1024.0)
+        if t.get(TAG_VERDICT, "no_baseline") != "no_baseline":
+            row["verdict"] = t[TAG_VERDICT]
+        row["verdicts"] = {k.removeprefix(TAG_VERDICT + "."): v for k, v in t.items() if k.startswith(TAG_VERDICT + ".")}
+        row["model_version"] = t.get(TAG_MODEL_VERSION)
+        row["flags"] = [f for f in t.get(TAG_FLAGS, "").split(",") if f]
         row["notes"] = t.get(TAG_REASON) or t.get(TAG_FLAGS, "")
         rows[t.get(TAG_TRIAL_KEY, record.run_id)] = row  # a re-run of a trial replaces the older row
     for spec in planned or []:
         if spec.key not in rows:
             rows[spec.key] = {
                 "model": spec.model, "framework": spec.framework, "workers": spec.workers, "users": spec.users,
-                "status": "missing", "notes": "planned but no result was logged (task killed or never ran)",
+                "key": spec.key, "status": "missing", "notes": "planned but no result was logged (task killed or never ran)",
             }  # fmt: skip
-    return sorted(rows.values(), key=lambda r: (r["model"], r["framework"], r["workers"], r["users"]))
+    ordered = sorted(rows.values(), key=lambda r: (r["model"], r["framework"], r["workers"], r["users"]))
+    for row in best(ordered).values():
+        row["best"] = "★"
+    return ordered
 
 
-def _cell(row: dict[str, Any], key: str, fmt: str) -> str:
+def label(row: dict[str, Any]) -> str:
+    """How a configuration is named in texts and plots: model/framework/wN/uN."""
+    return f"{row['model']}/{row['framework']}/w{row['workers']}/u{row['users']}"
+
+
+def speed(row: dict[str, Any]) -> float:
+    """The throughput a configuration is ranked by: its max rate within the SLO when capacity search ran."""
+    return float(row.get("max_rps_at_slo") if row.get("max_rps_at_slo") is not None else row.get("rps", 0.0))
+
+
+def best(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per model, the fastest configuration that ran clean (status ok); ties go to the lower p99."""
+    winners: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        if row["status"] != "ok":
+            continue
+        rank = (speed(row), -row.get("latency_ms_p99", math.inf))
+        held = winners.get(row["model"])
+        if held is None or rank > (speed(held), -held.get("latency_ms_p99", math.inf)):
+            winners[row["model"]] = row
+    return winners
+
+
+def frontier(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The measured rows no other row beats on both throughput and p99 (the Pareto frontier), by throughput."""
+    points = [r for r in rows if r["status"] in MEASURED and r.get("latency_ms_p99")]
+    front = [
+        r for r in points
+        if not any(o["rps"] >= r["rps"] and o["latency_ms_p99"] <= r["latency_ms_p99"]
+                   and (o["rps"], o["latency_ms_p99"]) != (r["rps"], r["latency_ms_p99"]) for o in points)
+    ]  # fmt: skip
+    return sorted(front, key=lambda r: r["rps"])
+
+
+def changes(rows: list[dict[str, Any]]) -> list[str]:
+    return [f"{label(r)}: {text}" for r in rows for text in r.get("verdicts", {}).values()
+            if text.endswith((": regression", ": improvement"))]  # fmt: skip
+
+
+def cell(row: dict[str, Any], key: str, fmt: str) -> str:
     value = row.get(key)
     if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
+        return "" if key == "best" else "-"
     return format(value, fmt) if fmt != "s" else str(value)
 
 
@@ -110,99 +170,18 @@ def _cell(row: dict[str, Any], key: str, fmt: str) -> str:
 OPTIONAL = {"rps_ci95", "rps_cv_pct", "max_rps_at_slo", "server_rss_growth_mb_per_min", "verdict"}
 
 
+def columns(rows: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
+    """The columns worth showing for these rows."""
+    return [c for c in COLUMNS if c[1] not in OPTIONAL or any(r.get(c[1]) is not None for r in rows)]
+
+
 def format_table(rows: list[dict[str, Any]], markdown: bool = False) -> str:
-    columns = [c for c in COLUMNS if c[1] not in OPTIONAL or any(r.get(c[1]) is not None for r in rows)]
-    header = [h for h, _, _ in columns]
-    body = [[_cell(r, k, f) for _, k, f in columns] for r in rows]
+    shown = columns(rows)
+    header = [h for h, _, _ in shown]
+    body = [[cell(r, k, f) for _, k, f in shown] for r in rows]
     if markdown:
         lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
         return "\n".join(lines + ["| " + " | ".join(c.replace("|", "/") for c in row) + " |" for row in body]) + "\n"
     widths = [max(len(h), *(len(row[i]) for row in body)) if body else len(h) for i, h in enumerate(header)]
     fmt_row = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
     return "\n".join([fmt_row(header), fmt_row(["-" * w for w in widths])] + [fmt_row(r) for r in body]) + "\n"
-
-
-def write_files(rows: list[dict[str, Any]], out_dir: Path, curves: dict[str, list[tuple[float, float]]] | None = None) -> list[Path]:
-    """summary.csv, summary.md and throughput_latency.png in `out_dir`; capacity.png when `curves` (per
-    configuration label: the (achieved rps, p99 ms) points a capacity search visited) has any."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    csv_path, md_path, png_path = out_dir / "summary.csv", out_dir / "summary.md", out_dir / "throughput_latency.png"
-    extra = ["latency_ms_max", "latency_ms_p999", "locust_latency_ms_p50", "locust_latency_ms_p99", "rps_ci95_low", "rps_ci95_high",
-             "rps_cv", "loadgen_saturated", "loadgen_cpu_percent_avg"]
-    keys = ["run_id"] + [k for _, k, _ in COLUMNS if k != "notes"] + extra + ["notes"]
-    with csv_path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    md_path.write_text("# servebench summary\n\n" + format_table(rows, markdown=True))
-    plot(rows, png_path)
-    files = [csv_path, md_path, png_path]
-    if curves:
-        files.append(out_dir / "capacity.png")
-        plot_capacity(curves, rows, files[-1])
-    return files
-
-
-def plot_capacity(curves: dict[str, list[tuple[float, float]]], rows: list[dict[str, Any]], path: Path) -> None:
-    """p99 latency against achieved throughput, one line per configuration, the SLO as a line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(9, 5))
-    for label, points in sorted(curves.items()):
-        xs, ys = zip(*sorted(points))
-        ax.plot(xs, ys, marker="o", label=label)
-    slos = {r.get("slo_p99_ms") for r in rows if r.get("slo_p99_ms") is not None}
-    for slo in slos:
-        ax.axhline(float(slo), color="firebrick", linestyle="--", linewidth=1, label=f"SLO p99 {float(slo):g} ms")
-    ax.set_yscale("log")
-    ax.set_xlabel("achieved throughput (req/s), open loop")
-    ax.set_ylabel("p99 latency (ms, from each request's due time)")
-    ax.set_title("servebench capacity search: the rate each configuration sustains within the SLO")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def plot(rows: list[dict[str, Any]], path: Path) -> None:
-    """Throughput and p95 latency per framework x workers (x users), one row of panels per model."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    models = sorted({r["model"] for r in rows})
-    fig, axes = plt.subplots(len(models) or 1, 2, figsize=(12, 3.6 * max(len(models), 1)), squeeze=False)
-    for row_axes, model in zip(axes, models):
-        mine = [r for r in rows if r["model"] == model]
-        frameworks = sorted({r["framework"] for r in mine})
-        variants = sorted({(r["workers"], r["users"]) for r in mine})
-        width = 0.8 / max(len(variants), 1)
-        for ax, key, title in ((row_axes[0], "rps", "throughput (req/s)"), (row_axes[1], "latency_ms_p95", "p95 latency (ms)")):
-            for i, (workers, users) in enumerate(variants):
-                values = []
-                for fw in frameworks:
-                    match = [r for r in mine if r["framework"] == fw and (r["workers"], r["users"]) == (workers, users)]
-                    values.append(match[0].get(key, 0.0) if match and match[0]["status"] in MEASURED else 0.0)
-                xs = [x + i * width for x in range(len(frameworks))]
-                bars = ax.bar(xs, values, width, label=f"w{workers} u{users}")
-                ax.bar_label(bars, fmt="%.0f" if key == "rps" else "%.1f", fontsize=7)
-            ax.set_xticks([x + width * (len(variants) - 1) / 2 for x in range(len(frameworks))], frameworks)
-            ax.set_title(f"{model}: {title}")
-            ax.grid(axis="y", alpha=0.3)
-        row_axes[0].legend(title="workers, users", fontsize=8)
-    notes = []
-    for label, wanted in (("no bar = not measured", lambda st: st not in MEASURED), ("degraded", lambda st: st == "degraded")):
-        names = [f"{r['model']}/{r['framework']}/w{r['workers']}/u{r['users']}" for r in rows if wanted(r["status"])]
-        if names:
-            notes.append(f"{label}: {', '.join(names)}")
-    if notes:
-        fig.text(0.01, 0.005, "; ".join(notes), fontsize=8, color="firebrick")
-    fig.suptitle("servebench: throughput and p95 latency per framework and worker count")
-    fig.tight_layout(rect=(0, 0.03, 1, 0.96))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)

@@ -36,8 +36,11 @@ TAG_DAG_RUN = "airflow.dag_run_id"
 TAG_TRIGGER = "trigger"  # scheduled | manual | cli
 TAG_HOST = "host.fingerprint"
 TAG_VERDICT = "servebench.verdict"  # regression | improvement | unchanged | no_baseline, against its history
+TAG_MODEL_VERSION = "model.version"  # the Model Registry version a trial served: "<registered name>/<version>"
 INHERITED_TAGS = (TAG_DAG_RUN, TAG_TRIGGER, TAG_HOST)  # copied from a parent run to its trials
 ARTIFACT_SUFFIXES = {".csv", ".html", ".log", ".json", ".txt", ".hlog"}
+REGISTERED_PREFIX = "servebench-"  # registered model of each model: servebench-<model>
+CAPACITY_SERIES = ("capacity/rps", "capacity/p99_ms")
 _PARAM_LIMIT = 6000  # MLflow's limit on a param value
 # An unreachable tracking server should fail an upload in seconds (the spool keeps the result and
 # retries later), not after MLflow's default of 7 retries with exponential back-off.
@@ -53,7 +56,13 @@ class TrialRecord:
     params: dict[str, str]
     metrics: dict[str, float]
     tags: dict[str, str]
-    capacity: list[tuple[float, float]] = field(default_factory=list)  # (achieved rps, p99 ms) per search step
+    series: dict[str, list[tuple[int, float]]] = field(default_factory=dict)  # step metrics (all, or those asked for)
+
+    @property
+    def capacity(self) -> list[tuple[float, float]]:
+        """(achieved rps, p99 ms) of each capacity-search step; [] for other trials."""
+        rps, p99 = dict(self.series.get(CAPACITY_SERIES[0], [])), dict(self.series.get(CAPACITY_SERIES[1], []))
+        return [(rps[step], p99[step]) for step in sorted(rps) if step in p99]
 
 
 def trial_tags(result: TrialResult) -> dict[str, str]:
@@ -72,11 +81,8 @@ def trial_tags(result: TrialResult) -> dict[str, str]:
 
 def record_of(result: TrialResult) -> TrialRecord:
     """The record MLflow will hold of a result, built from the result itself (MLflow unreachable)."""
-    rps, p99 = dict(result.series.get("capacity/rps", [])), dict(result.series.get("capacity/p99_ms", []))
-    return TrialRecord(
-        "", _params({**result.spec.to_dict(), **result.context}), dict(result.metrics), trial_tags(result),
-        [(rps[step], p99[step]) for step in sorted(rps) if step in p99],
-    )  # fmt: skip
+    return TrialRecord("", _params({**result.spec.to_dict(), **result.context}), dict(result.metrics),
+                       trial_tags(result), dict(result.series))  # fmt: skip
 
 
 class Tracker:
@@ -133,41 +139,70 @@ class Tracker:
         self.client.set_terminated(run_id, "FAILED" if failed else "FINISHED")
 
     def log_models(self, run_id: str, exports: list[ExportedModel]) -> None:
-        """Log each model as an MLflow model with a signature, once per export (not once per night)."""
+        """Log each model as an MLflow model with a signature and register it in the Model Registry as a
+        version of `servebench-<model>`, once per export (not once per night); the parent run's tags say
+        which logged models and which registered version it serves."""
+        logged = self.client.get_run(run_id).data.tags
+        for export in exports:
+            if logged.get(f"model.{export.name}.key") == export.key and logged.get(f"model.{export.name}.version"):
+                continue  # this run has it already (an upload retried, or the next trial's)
+            record = export.dir / "mlflow-models.json"
+            known = json.loads(record.read_text()) if record.exists() else {}
+            uris = known.get(self.uri, {})
+            if not (self._logged_model_exists(uris.get("sklearn_uri")) and self._version_exists(uris.get("version"))):
+                uris = self._log_model(run_id, export)
+                record.write_text(json.dumps({**known, self.uri: uris}, indent=1))
+            for what, value in uris.items():  # sklearn_uri, onnx_uri, version
+                self.client.set_tag(run_id, f"model.{export.name}.{what}", value)
+            self.client.set_tag(run_id, f"model.{export.name}.key", export.key)  # last: the others are in
+
+    def _log_model(self, run_id: str, export: ExportedModel) -> dict[str, str]:
         import joblib
         import numpy as np
         import onnx
         import skops.io as skops_io
         from mlflow.models import infer_signature
 
-        for export in exports:
-            record = export.dir / "mlflow-models.json"
-            known = json.loads(record.read_text()) if record.exists() else {}
-            if self._logged_model_exists(known.get(self.uri, {}).get("sklearn")):
-                uris = known[self.uri]
-            else:
-                inputs = np.asarray(export.meta["samples"]["inputs"])
-                signature = infer_signature(inputs, np.asarray(export.meta["samples"]["probabilities"]))
-                uris = {}
-                model = joblib.load(export.path("joblib"))
-                # skops, not pickle; the types it does not know are those of the model we just trained.
-                trusted = skops_io.get_untrusted_types(data=skops_io.dumps(model))
-                with self._mlflow.start_run(run_id=run_id):
-                    info = self._mlflow.sklearn.log_model(
-                        model, name=f"{export.name}-sklearn", signature=signature, input_example=inputs[:2],
-                        serialization_format="skops", skops_trusted_types=trusted,
-                        pip_requirements=[f"scikit-learn=={export.meta['versions']['scikit-learn']}", "skops"],
-                    )  # fmt: skip
-                    uris["sklearn"] = info.model_uri
-                    info = self._mlflow.onnx.log_model(
-                        onnx.load(str(export.path("onnx"))), name=f"{export.name}-onnx",
-                        signature=infer_signature(inputs.astype(np.float32)), pip_requirements=["onnxruntime"],
-                    )  # fmt: skip
-                    uris["onnx"] = info.model_uri
-                record.write_text(json.dumps({**known, self.uri: uris}, indent=1))
-            self.client.set_tag(run_id, f"model.{export.name}.key", export.key)
-            for flavor, uri in uris.items():
-                self.client.set_tag(run_id, f"model.{export.name}.{flavor}_uri", uri)
+        inputs = np.asarray(export.meta["samples"]["inputs"])
+        signature = infer_signature(inputs, np.asarray(export.meta["samples"]["probabilities"]))
+        uris: dict[str, str] = {}
+        model = joblib.load(export.path("joblib"))
+        # skops, not pickle; the types it does not know are those of the model we just trained.
+        trusted = skops_io.get_untrusted_types(data=skops_io.dumps(model))
+        with self._mlflow.start_run(run_id=run_id):
+            info = self._mlflow.sklearn.log_model(
+                model, name=f"{export.name}-sklearn", signature=signature, input_example=inputs[:2],
+                serialization_format="skops", skops_trusted_types=trusted,
+                pip_requirements=[f"scikit-learn=={export.meta['versions']['scikit-learn']}", "skops"],
+            )  # fmt: skip
+            uris["sklearn_uri"] = info.model_uri
+            info = self._mlflow.onnx.log_model(
+                onnx.load(str(export.path("onnx"))), name=f"{export.name}-onnx",
+                signature=infer_signature(inputs.astype(np.float32)), pip_requirements=["onnxruntime"],
+            )  # fmt: skip
+            uris["onnx_uri"] = info.model_uri
+        name = f"{REGISTERED_PREFIX}{export.name}"
+        if not self.client.search_registered_models(f"name = '{name}'"):
+            self.client.create_registered_model(name, description=f"servebench's {export.name} model, one version per export")
+        version = self.client.create_model_version(
+            name, uris["sklearn_uri"], run_id=run_id, model_id=uris["sklearn_uri"].removeprefix("models:/"),
+            tags={"servebench.export_key": export.key, "onnx_uri": uris["onnx_uri"],
+                  "scikit-learn": export.meta["versions"]["scikit-learn"]},
+            description=f"export {export.key}: the scikit-learn model; its ONNX export is {uris['onnx_uri']}",
+        )  # fmt: skip
+        uris["version"] = f"{name}/{version.version}"
+        log.info("model %s registered as %s version %s", export.name, name, version.version)
+        return uris
+
+    def _version_exists(self, registered: str | None) -> bool:
+        if not registered:
+            return False
+        name, version = registered.rsplit("/", 1)
+        try:
+            self.client.get_model_version(name, version)
+            return True
+        except Exception:  # noqa: BLE001 - any lookup failure means: register it again
+            return False
 
     def _logged_model_exists(self, model_uri: str | None) -> bool:
         if not model_uri:
@@ -196,6 +231,9 @@ class Tracker:
         for inherited in INHERITED_TAGS:  # so a trial's baseline is one search away
             if parent.data.tags.get(inherited):
                 tags[inherited] = parent.data.tags[inherited]
+        served = _served_model(parent.data.tags, result)
+        if served.get(TAG_MODEL_VERSION):
+            tags[TAG_MODEL_VERSION] = served[TAG_MODEL_VERSION]
         run = self.client.create_run(parent.info.experiment_id, run_name=result.spec.run_name, tags=tags)
         run_id = str(run.info.run_id)
         now = int(time.time() * 1000)
@@ -209,6 +247,10 @@ class Tracker:
                 params=[Param(k, v) for k, v in _params(params).items()] if i == 0 else [],
                 tags=[RunTag(k, v) for k, v in tags.items() if k != "mlflow.parentRunId"] if i == 0 else [],
             )
+        if served.get("logged"):  # the run's "Logged models" input in the UI: the very model it served
+            from mlflow.entities import LoggedModelInput
+
+            self.client.log_inputs(run_id, models=[LoggedModelInput(served["logged"].removeprefix("models:/"))])
         for path in sorted(result.out_dir.iterdir()) if result.out_dir.is_dir() else []:
             if path.is_dir():  # one folder per load test: repeat-N, capacity-N
                 self.client.log_artifacts(run_id, str(path), path.name)
@@ -239,7 +281,7 @@ class Tracker:
         """The completely uploaded trial runs of a parent run, oldest first."""
         return [
             TrialRecord(str(r.info.run_id), dict(r.data.params), dict(r.data.metrics), dict(r.data.tags),
-                        self.capacity_curve(str(r.info.run_id)))
+                        self.series(str(r.info.run_id), CAPACITY_SERIES) if r.data.params.get("capacity") == "true" else {})
             for r in self._children(parent_id)
             if r.data.tags.get(TAG_UPLOAD) == "complete"
         ]  # fmt: skip
@@ -273,11 +315,9 @@ class Tracker:
     def start_ms(self, run_id: str) -> int:
         return int(self.client.get_run(run_id).info.start_time)
 
-    def capacity_curve(self, run_id: str) -> list[tuple[float, float]]:
-        """(achieved rps, p99 ms) of each capacity-search step a trial logged; [] for other trials."""
-        rps = {m.step: m.value for m in self.client.get_metric_history(run_id, "capacity/rps")}
-        p99 = {m.step: m.value for m in self.client.get_metric_history(run_id, "capacity/p99_ms")} if rps else {}
-        return [(rps[step], p99[step]) for step in sorted(rps) if step in p99]
+    def series(self, run_id: str, names: tuple[str, ...]) -> dict[str, list[tuple[int, float]]]:
+        """The (step, value) histories of some step metrics of a run."""
+        return {name: [(m.step, m.value) for m in self.client.get_metric_history(run_id, name)] for name in names}
 
     def log_files(self, run_id: str, files: list[Path], artifact_path: str | None = None) -> None:
         for path in files:
@@ -306,6 +346,15 @@ class Tracker:
             max_results=1, order_by=["attributes.start_time DESC"],
         )  # fmt: skip
         return str(found[0].info.run_id) if found else None
+
+
+def _served_model(parent_tags: dict[str, str], result: TrialResult) -> dict[str, str]:
+    """The registered version and the logged model (the flavor of the file the server loaded) of a trial."""
+    model = result.spec.model
+    if parent_tags.get(f"model.{model}.key") != result.context.get("model_key"):
+        return {}  # the parent logged another export, or none: no link rather than a wrong one
+    flavor = "onnx" if result.context.get("model_format") == "onnx" else "sklearn"
+    return {TAG_MODEL_VERSION: parent_tags.get(f"model.{model}.version", ""), "logged": parent_tags.get(f"model.{model}.{flavor}_uri", "")}
 
 
 def _params(raw: dict[str, Any]) -> dict[str, str]:

@@ -116,6 +116,7 @@ def _measure(spec: TrialSpec, out_dir: Path, runner: Runner, where: placement.Pl
         **runner.limits(),
         **where.params(),
         "model_key": model.key,
+        "model_format": server_manifest.model_format,
         "worker_unit": server_manifest.worker_unit,
         "inference_threads": build.THREAD_CAPS["OMP_NUM_THREADS"],
     }

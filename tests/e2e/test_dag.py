@@ -3,25 +3,42 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 from pathlib import Path
 
 import pytest
 
+from servebench import environment, pipeline
+from servebench.spool import Benchmark
 from servebench.tracker import Tracker
+from servebench.trial import TrialResult
 
 from .conftest import BIN, run
 
 SERVING = ("fastapi", "flask", "bentoml", "cpp")  # fixtures: `broken` exits, `drifting` answers one input wrongly
 CONF = {
     "models": ["lr", "mlp"], "frameworks": [*SERVING, "broken", "drifting"], "workers": [1, 2], "users": [8],
-    "spawn_rate": 20, "duration": 3, "warmup": 1, "repeats": 2, "experiment": "e2e",
+    "spawn_rate": 20, "duration": 3, "warmup": 1, "repeats": 2, "experiment": "e2e", "fail_on_regression": True,
 }  # fmt: skip
+SLOWER = "lr-fastapi-w1-u8"  # its history says a million req/s: tonight's run is a regression
 
 
 @pytest.fixture(scope="module")
-def dag_run(airflow_env: dict[str, str]) -> dict:
+def dag_run(airflow_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> dict:
+    seed_history(tmp_path_factory.mktemp("history"))
     proc = run([str(BIN / "airflow"), "dags", "test", "serving_benchmark", "-c", json.dumps(CONF)], airflow_env)
     return {"output": proc.stdout + proc.stderr, "runs": dag_runs(airflow_env)}
+
+
+def seed_history(folder: Path) -> None:
+    """Three earlier scheduled nights on this host in which one configuration served 1,000,000 req/s."""
+    spec = next(s for s in pipeline.validate(CONF)[1] if s.key == SLOWER)
+    tracker = Tracker()
+    for night in range(3):
+        bench = Benchmark(f"history-{night}", "e2e", f"scheduled night {night}", {}, {"trigger": "scheduled", **environment.host_tags()}, [], tracker.uri)
+        (folder / bench.id).mkdir()
+        tracker.log_trial(tracker.open_parent(bench), TrialResult(spec, "ok", metrics={"rps": 1e6 + night}, out_dir=folder / bench.id))
 
 
 def dag_runs(env: dict[str, str]) -> list[dict]:
@@ -64,7 +81,43 @@ def test_every_trial_is_a_child_run_with_sound_figures(dag_run: dict, no_leftove
         assert child.data.params["load"] == "closed" and child.data.params["cpu_split"] == "auto"
         assert child.data.params["server_cpus"] and child.data.params["loadgen_cpus"]
     artifacts = {a.path for a in tracker.client.list_artifacts(parent_id, "summary")}
-    assert artifacts == {"summary/summary.csv", "summary/summary.md", "summary/throughput_latency.png"}
+    assert artifacts == {f"summary/{name}" for name in ("index.html", "summary.csv", "summary.md", "throughput_vs_workers.png",
+                                                        "latency_percentiles.png", "pareto.png", "resources.png", "timeseries.png", "history.png")}
+
+
+def test_each_trial_links_to_the_registered_model_version_it_served(dag_run: dict) -> None:
+    tracker = Tracker()
+    parent = tracker.client.get_run(tracker.latest_parent("e2e"))
+    for model in ("lr", "mlp"):
+        name, version = parent.data.tags[f"model.{model}.version"].split("/")
+        registered = tracker.client.get_model_version(name, version)
+        assert name == f"servebench-{model}" and registered.tags["servebench.export_key"] == parent.data.tags[f"model.{model}.key"]
+    for record in tracker.trial_runs(parent.info.run_id):
+        if record.params["framework"] not in SERVING:
+            continue
+        model = record.params["model"]
+        assert record.tags["model.version"] == parent.data.tags[f"model.{model}.version"]
+        served = tracker.client.get_run(record.run_id).inputs.model_inputs
+        flavor = "onnx" if record.params["model_format"] == "onnx" else "sklearn"
+        assert [m.model_id for m in served] == [parent.data.tags[f"model.{model}.{flavor}_uri"].removeprefix("models:/")]
+
+
+def test_a_regression_against_the_nights_before_turns_the_run_red_and_is_reported(dag_run: dict, tmp_path: Path) -> None:
+    tracker = Tracker()
+    parent_id = tracker.latest_parent("e2e")
+    slower = next(r for r in tracker.trial_runs(parent_id) if r.tags["servebench.trial_key"] == SLOWER)
+    assert slower.tags["servebench.verdict"] == "regression" and slower.metrics["baseline/rps"] == 1e6 + 1
+    assert "1 regression(s): lr/fastapi/w1/u8: rps " in dag_run["output"]  # the summarize task's failure
+    others = [r for r in tracker.trial_runs(parent_id) if r.tags.get("servebench.status") == "ok" and r.run_id != slower.run_id]
+    assert others and all(r.tags["servebench.verdict"] == "no_baseline" for r in others)
+    # `servebench report` rebuilds the page from MLflow alone; the regression is a section of it
+    proc = run([str(BIN / "servebench"), "report", parent_id, "--out", str(tmp_path)], dict(os.environ))
+    assert proc.returncode == 0 and proc.stdout.strip() == str(tmp_path / "index.html"), proc.stderr[-2000:]
+    page = (tmp_path / "index.html").read_text()
+    assert "<li class=bad><b>lr/fastapi/w1/u8</b>: rps " in page and "fastest: <b class=big>" in page
+    logged = Path(tracker.client.download_artifacts(parent_id, "summary/index.html")).read_text()
+    strip = lambda text: re.sub(r"Generated [^<]* by servebench", "", text)  # noqa: E731
+    assert strip(logged) == strip(page)  # what the DAG logged is what the command rebuilds
 
 
 def runs_of(framework: str) -> tuple[Tracker, str, list]:
@@ -84,7 +137,7 @@ def test_a_failing_server_fails_only_its_configurations(dag_run: dict) -> None:
         assert "broken server: cannot load model" in Path(tail).read_text()
     assert "broken server: cannot load model" in dag_run["output"]  # the tail is in the task log too
     summary_md = Path(tracker.client.download_artifacts(parent_id, "summary/summary.md")).read_text()
-    assert "| lr | broken | 1 | 8 | failed | - |" in summary_md and "exited with code 3" in summary_md
+    assert "|  | lr | broken | 1 | 8 | failed | - |" in summary_md and "exited with code 3" in summary_md
     # everything was logged, and then the run went red
     assert [r["state"] for r in dag_run["runs"]] == ["failed"]
     assert tracker.client.get_run(parent_id).info.status == "FAILED"
@@ -110,5 +163,5 @@ def test_a_server_whose_answers_differ_is_not_load_tested_and_is_listed(dag_run:
         report = json.loads(Path(tracker.client.download_artifacts(child.info.run_id, "parity.json")).read_text())
         assert report["passed"] is False
     summary_md = Path(tracker.client.download_artifacts(parent_id, "summary/summary.md")).read_text()
-    assert "| mlp | drifting | 2 | 8 | failed | fail |" in summary_md
-    assert "not load-tested, answers differ from the reference: lr/drifting/w1: parity: wrong answer" in dag_run["output"]
+    assert "|  | mlp | drifting | 2 | 8 | failed | fail |" in summary_md
+    assert "not load-tested, answers differ from the reference: lr/drifting/w1/u8: parity: wrong answer" in dag_run["output"]

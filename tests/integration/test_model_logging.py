@@ -23,8 +23,16 @@ def test_both_models_log_once_and_load_back(exports, tmp_path: Path) -> None:
         onnx_model = mlflow.pyfunc.load_model(tags[f"model.{name}.onnx_uri"])
         assert onnx_model.metadata.get_input_schema().inputs[0].shape == (-1, 30)
         assert tags[f"model.{name}.key"] == export.key
+        registered, version = tags[f"model.{name}.version"].split("/")
+        found = tracker.client.get_model_version(registered, version)
+        assert registered == f"servebench-{name}" and found.run_id == parent
+        assert found.tags["servebench.export_key"] == export.key and found.tags["onnx_uri"] == tags[f"model.{name}.onnx_uri"]
+        loaded = mlflow.sklearn.load_model(f"models:/{registered}/{version}")  # the registry serves the same model
+        np.testing.assert_allclose(loaded.predict_proba(inputs), export.meta["samples"]["probabilities"])
     # a second benchmark serving the same exports links to the models instead of copying them again
     second = tracker.open_parent(Benchmark("second", "models", "second", {}, {}, [], tracker.uri))
     tracker.log_models(second, list(exports.values()))
     again = tracker.client.get_run(second).data.tags
     assert all(again[f"model.{n}.sklearn_uri"] == tags[f"model.{n}.sklearn_uri"] for n in exports)
+    assert all(again[f"model.{n}.version"] == tags[f"model.{n}.version"] for n in exports)  # one version per export
+    assert [v.version for v in tracker.client.search_model_versions("name = 'servebench-lr'")] == ["1"]

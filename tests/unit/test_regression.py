@@ -59,7 +59,7 @@ def test_the_summary_judges_each_configuration_and_logs_the_verdict(tracker: Tra
 
     nights(tracker, tmp_path, [1000, 1010, 990, 1005, 995])
     tonight = spool.create(Benchmark(f"tonight-{tmp_path.name}", "nightly", "tonight", {}, {"trigger": "scheduled", "host.fingerprint": "h1"}, [], tracker.uri))
-    tonight.trial_dir(SPEC.key).mkdir(parents=True)
+    tonight.trial_dir(SPEC.key).mkdir(parents=True, exist_ok=True)
     TrialResult(SPEC, "ok", metrics={"rps": 780.0, "latency_ms_p99": 10.1}, out_dir=tonight.trial_dir(SPEC.key)).save()
     done = pipeline.summarize(tonight.id, [SPEC], tracker)
     assert done.regressions == [f"lr/fastapi/w2/u50: {regression.judge('rps', 780.0, [1000, 1010, 990, 1005, 995]).text}"]

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from servebench import summary
+from servebench import report, summary
 from servebench.spec import TrialSpec
 from servebench.spool import Benchmark
 from servebench.tracker import Tracker
@@ -56,9 +56,10 @@ def test_summary_lists_failed_and_missing_trials(tracker: Tracker, tmp_path: Pat
     assert rows[0]["notes"] == "server exited with code 3" and "no result was logged" in rows[2]["notes"]
     text = summary.format_table(rows)
     assert "fastapi" in text and "900" in text and "server exited with code 3" in text
-    files = summary.write_files(rows, tmp_path / "summary")
-    assert [f.name for f in files] == ["summary.csv", "summary.md", "throughput_latency.png"]
-    assert files[2].read_bytes()[:4] == b"\x89PNG" and "| lr | fastapi | 1 |" in files[1].read_text()
+    files = report.write(report.Report("b", rows, {}, {}, {}), tmp_path / "summary")
+    assert [f.name for f in files] == ["index.html", "summary.md", "summary.csv", "throughput_vs_workers.png",
+                                       "latency_percentiles.png", "pareto.png", "resources.png"]  # no series: no time plot
+    assert files[3].read_bytes()[:4] == b"\x89PNG" and "| ★ | lr | fastapi | 1 |" in files[1].read_text()
 
 
 def test_the_planned_matrix_is_read_back_from_the_parent_run(tracker: Tracker) -> None:
