@@ -38,7 +38,8 @@ def combine(repeats: list[dict[str, float]], max_cv: float) -> tuple[dict[str, f
     if len(rps) >= 2:
         mean, sd = statistics.fmean(rps), statistics.stdev(rps)
         half = float(stats.t.ppf(0.975, len(rps) - 1)) * sd / math.sqrt(len(rps))
-        figures.update(rps_mean=mean, rps_ci95_low=mean - half, rps_ci95_high=mean + half)
+        # Throughput is never negative: a wide interval of a few noisy repeats is cut at 0, not shown below it.
+        figures.update(rps_mean=mean, rps_ci95_low=max(mean - half, 0.0), rps_ci95_high=mean + half)
         figures["rps_cv"] = sd / mean if mean > 0 else 0.0
         if figures["rps_cv"] > max_cv:
             flags.append("noisy")

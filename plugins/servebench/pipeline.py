@@ -56,13 +56,20 @@ def open_run(
         tags[TAG_DAG_RUN] = dag_run_id
     bench = spool.create(
         spool.Benchmark(
-            spool.benchmark_id(dag_run_id), checked.experiment, f"{trigger} {time.strftime('%Y-%m-%d %H:%M')}",
+            spool.benchmark_id(dag_run_id), checked.experiment, _run_name(checked, trigger),
             checked.model_dump(), tags, list(checked.models), tracker.uri,
         )  # fmt: skip
     )
     log.info("benchmark %s: results are kept in %s, then logged to MLflow at %s", bench.id, bench.folder, tracker.uri)
     upload(bench, tracker, retries=0)
     return bench.id
+
+
+def _run_name(checked: params.BenchmarkParams, trigger: str) -> str:
+    """A parent run's name, saying when and what: `scheduled 2026-11-27 02:00 · lr,mlp × fastapi,flask × w1,2 × u20`."""
+    matrix = " × ".join([",".join(checked.models), ",".join(checked.frameworks),
+                         "w" + ",".join(map(str, checked.worker_counts)), "u" + ",".join(map(str, checked.users))])  # fmt: skip
+    return f"{trigger} {time.strftime('%Y-%m-%d %H:%M')} · {matrix}"
 
 
 def _parent(bench: spool.Benchmark, tracker: Tracker) -> str:

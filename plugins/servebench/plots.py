@@ -12,6 +12,7 @@ from typing import Any, Callable
 from servebench.summary import MEASURED, frontier, label
 
 Rows = list[dict[str, Any]]
+WORKER_MARKERS = ("o", "s", "^", "D", "v", "P")  # one per worker count
 LINE_STYLES = ("-", "--", ":", "-.")  # one per worker count, where a framework has several lines
 PERCENTILES = (("latency_ms_p50", "p50"), ("latency_ms_p95", "p95"), ("latency_ms_p99", "p99"))
 SERIES_PANELS = (
@@ -125,25 +126,32 @@ def pareto(rows: Rows, path: Path) -> bool:
     def draw(axes: list[Any], mine: Rows) -> None:
         ax = axes[0]
         shown = [r for r in mine if r.get("latency_ms_p99")]  # no p99: too few requests to tell
+        workers = sorted({r["workers"] for r in shown})
         for r in shown:
-            ax.scatter(r["rps"], r["latency_ms_p99"], s=30 + 25 * r["workers"], color=colors[r["framework"]],
-                       edgecolors="black" if r.get("best") else "none", linewidths=1.5, zorder=3,
-                       marker="o" if r["status"] == "ok" else "X")  # fmt: skip
-            ax.annotate(_short(r), (r["rps"], r["latency_ms_p99"]), fontsize=7, xytext=(4, 4), textcoords="offset points")
+            ax.scatter(r["rps"], r["latency_ms_p99"], s=60, color=colors[r["framework"]], zorder=3,
+                       marker=WORKER_MARKERS[workers.index(r["workers"]) % len(WORKER_MARKERS)] if r["status"] == "ok" else "X")  # fmt: skip
         front = frontier(shown)
         if front:
             ax.step([r["rps"] for r in front], [r["latency_ms_p99"] for r in front], where="post",
-                    color="black", linestyle="--", linewidth=1, label="Pareto frontier", zorder=2)  # fmt: skip
+                    color="black", linestyle="--", linewidth=1, zorder=2)  # fmt: skip
+            ax.scatter([r["rps"] for r in front], [r["latency_ms_p99"] for r in front], s=220, facecolors="none",
+                       edgecolors="black", linewidths=1.2, zorder=4, label="on the Pareto frontier")  # fmt: skip
+        for i, r in enumerate(front):  # only the frontier is named: the points worth choosing between
+            ax.annotate(_short(r), (r["rps"], r["latency_ms_p99"]), fontsize=8, textcoords="offset points",
+                        xytext=(0, 12) if i % 2 else (0, -20), ha="center")  # fmt: skip
         for fw in sorted({r["framework"] for r in shown}):
-            ax.scatter([], [], color=colors[fw], label=fw)
+            ax.plot([], [], color=colors[fw], linewidth=6, label=fw)
+        for i, count in enumerate(workers):
+            ax.scatter([], [], color="grey", marker=WORKER_MARKERS[i % len(WORKER_MARKERS)], label=f"w{count}")
         ax.set_yscale("log")
         _plain_log(ax.yaxis)
+        ax.margins(x=0.12, y=0.15)
         ax.set_xlabel("throughput (req/s)   → better")
         ax.set_ylabel("p99 latency (ms, log)   ↓ better")
-        ax.set_title("p99 vs throughput (size: workers; black edge: best; X: degraded)")
-        ax.legend(fontsize=8)
+        ax.set_title("p99 vs throughput (shape: workers; X: degraded)")
+        ax.legend(fontsize=8, ncol=2)
 
-    return _per_model(rows, path, "Trade-off: configurations on the dashed frontier are beaten by none on both", 1, draw, 5.0)
+    return _per_model(rows, path, "Trade-off: the ringed configurations (the Pareto frontier) are beaten by none on both", 1, draw, 5.0)
 
 
 def resources(rows: Rows, path: Path) -> bool:
@@ -178,9 +186,9 @@ def timeseries(series: dict[str, dict[str, list[tuple[int, float]]]], path: Path
             points = sorted(data.get(key, []))
             if points:
                 ax.plot(*zip(*points), marker=".", linewidth=1)
+                ax.set_ylim(0, max(v for _, v in points) * 1.15 or 1.0)
             ax.set_title(f"{name}: {title}", fontsize=9)
             ax.set_xlabel("second of the measured windows (repeats follow each other)", fontsize=8)
-            ax.set_ylim(bottom=0)
             ax.grid(alpha=0.3)
     fig.suptitle("Second by second: is the load steady, does anything drift?")
     fig.tight_layout(rect=(0, 0, 1, 0.97))

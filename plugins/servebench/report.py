@@ -77,7 +77,7 @@ def from_records(
 
 
 def about(run_name: str, started_ms: int | None, params: dict[str, Any], tags: dict[str, str], **more: str) -> dict[str, str]:
-    facts = {"benchmark": run_name, **more}
+    facts = dict(more)  # the run's name is the page's title
     if started_ms:
         facts["started"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(started_ms / 1000))
     facts.update({name: tags[name] for name in ABOUT_TAGS if tags.get(name)})
@@ -146,8 +146,9 @@ dl.about dt{color:#5f6b76}dl.about dd{margin:0;overflow-wrap:anywhere}
 .cards{display:flex;flex-wrap:wrap;gap:12px}.card{border:1px solid #d5dbe0;border-radius:8px;padding:10px 14px;min-width:320px;flex:1}
 .card b.big{font-size:17px}.bad{color:#b3261e}.good{color:#1b7f3b}.warn{color:#9a6700}
 table{border-collapse:collapse;font-size:12.5px;margin:6px 0 14px;width:100%}
-th,td{border:1px solid #dde2e6;padding:3px 6px;text-align:right;white-space:nowrap}
-th{background:#f3f5f7;position:sticky;top:0}td.s{text-align:left}td.notes{text-align:left;white-space:normal;max-width:420px;font-size:11.5px}
+.scroll{overflow-x:auto}th,td{border:1px solid #dde2e6;padding:3px 5px;text-align:right;white-space:nowrap}
+th{background:#f3f5f7;white-space:normal;vertical-align:bottom}td.s{text-align:left}
+td.notes{text-align:left;white-space:normal;min-width:180px;font-size:11.5px;overflow-wrap:anywhere}
 tr.best td{background:#e7f6ec;font-weight:600}tr.st-failed td,tr.st-missing td{background:#fdecea}tr.st-degraded td{background:#fff6dd}
 img{max-width:100%;border:1px solid #e3e7eb;border-radius:6px}ul{margin:4px 0}li{margin:2px 0}
 """
@@ -204,6 +205,9 @@ def _glance(rows: Rows) -> str:
             lines.append(f"fastest: <b class=big>{_e(win['framework'])} w{win['workers']}</b> at {win['users']} users: "
                          f"<b>{_fmt(summary.speed(win), ',.0f')} req/s</b>, p99 {_fmt(win.get('latency_ms_p99'), '.2f', ' ms')}, "
                          f"{cores:.2f} cores, {_fmt(win.get('server_rss_mb_max'), '.0f', ' MB')}")  # fmt: skip
+            if "loadgen_saturated" in win.get("flags", []):
+                lines.append("<span class=warn>Locust was saturated: this server is at least this fast; "
+                             "rank by cpu µs/req, or give the load generator more cores</span>")  # fmt: skip
             ok = [r for r in mine if r["status"] == "ok"]
             for key, what, unit in (("rps_per_core", "most req/s per core", "req/s per core"), ("rps_per_gb", "most req/s per GB", "req/s per GB")):
                 scored = [r for r in ok if r.get(key)]
@@ -235,8 +239,8 @@ def _verdicts(rows: Rows) -> str:
     waiting = sum(1 for _, _, text in found if "no baseline" in text)
     steady = sum(1 for _, _, text in found if text.endswith(": unchanged"))
     tail = (f"<p class=muted>{steady} figure(s) within their baseline's noise band; {waiting} without a baseline yet "
-            "(3 earlier scheduled runs needed). A change counts when it exceeds 10% and lies outside the median ± 3 "
-            "robust standard deviations of the last 7 runs.</p>")  # fmt: skip
+            "(3 earlier scheduled runs on this host needed). rps and p99 are judged: a change counts when it exceeds 10% "
+            "and lies outside the median ± 3 robust standard deviations of the last 7 runs.</p>")  # fmt: skip
     if items:
         listing = f"<ul>{''.join(items)}</ul>"
     elif steady:
@@ -271,7 +275,7 @@ def _table(rows: Rows) -> str:
             cells.append(f"<td class='{css}'>{_e(summary.cell(row, key, fmt))}</td>")
         classes = f"st-{row['status']}" + (" best" if row.get("best") else "")
         body.append(f"<tr class='{classes}'>{''.join(cells)}</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    return f"<div class=scroll><table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
 
 
 # -- compare -------------------------------------------------------------------------------------------
@@ -282,7 +286,7 @@ COMPARED = (("rps", "rps", ".0f", +1), ("p99 ms", "latency_ms_p99", ".2f", -1), 
 def compare(a: Report, b: Report) -> str:
     """A side-by-side diff of two benchmarks: the settings that differ, then each configuration's figures."""
     lines = [f"A: {a.title} ({a.about.get('MLflow parent run', '')})", f"B: {b.title} ({b.about.get('MLflow parent run', '')})"]
-    differ = [k for k in dict.fromkeys([*a.about, *b.about]) if k not in ("benchmark", "MLflow parent run", "started", "airflow.dag_run_id", "host.load_avg_1m")
+    differ = [k for k in dict.fromkeys([*a.about, *b.about]) if k not in ("MLflow parent run", "started", "airflow.dag_run_id", "host.load_avg_1m")
               and a.about.get(k) != b.about.get(k)]  # fmt: skip
     for key in differ:
         lines.append(f"  {key}: {a.about.get(key, '-')}  ->  {b.about.get(key, '-')}")
@@ -301,10 +305,21 @@ def compare(a: Report, b: Report) -> str:
             change = ""
             if va and vb is not None:
                 pct = 100 * (vb - va) / va
-                change = f"{pct:+.1f}%" + (" better" if pct * better > 0.5 else " worse" if pct * better < -0.5 else "")
+                change = f"{pct:+.1f}%" + (" better" if pct * better > 2 else " worse" if pct * better < -2 else "")
+                if metric == "rps" and _overlap(ra, rb):
+                    change += " ≈"
             line += [_fmt(va, fmt), _fmt(vb, fmt), change]
         table.append(line)
     widths = [max(len(r[i]) for r in table) for i in range(len(header))]
     lines.append("")
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in table]
+    lines += ["", "better/worse: a change over 2%; ≈: the two rps 95% confidence intervals overlap (not a clear difference)"]
     return "\n".join(lines) + "\n"
+
+
+def _overlap(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether two configurations' throughput intervals (from their repeats) overlap."""
+    keys = ("rps_ci95_low", "rps_ci95_high")
+    if not all(k in row for row in (a, b) for k in keys):
+        return False
+    return a["rps_ci95_low"] <= b["rps_ci95_high"] and b["rps_ci95_low"] <= a["rps_ci95_high"]

@@ -105,7 +105,7 @@ def rows_from_records(records: Iterable[TrialRecord], planned: list[TrialSpec] |
         row["verdicts"] = {k.removeprefix(TAG_VERDICT + "."): v for k, v in t.items() if k.startswith(TAG_VERDICT + ".")}
         row["model_version"] = t.get(TAG_MODEL_VERSION)
         row["flags"] = [f for f in t.get(TAG_FLAGS, "").split(",") if f]
-        row["notes"] = t.get(TAG_REASON) or t.get(TAG_FLAGS, "")
+        row["notes"] = t.get(TAG_REASON) or ", ".join(row["flags"])
         rows[t.get(TAG_TRIAL_KEY, record.run_id)] = row  # a re-run of a trial replaces the older row
     for spec in planned or []:
         if spec.key not in rows:

@@ -79,6 +79,8 @@ def test_repeats_give_medians_a_confidence_interval_and_a_noise_flag() -> None:
     assert figures["loadgen_saturated"] == 1.0
     _, calm = aggregate.combine(repeats, max_cv=0.2)
     assert calm == []
+    wild, _ = aggregate.combine([{"rps": r} for r in (300.0, 1500.0, 1100.0)], max_cv=0.1)  # mean 967, half-width 1518
+    assert wild["rps_ci95_low"] == 0.0 and wild["rps_ci95_high"] == pytest.approx(2484.5, abs=0.1)
 
 
 def test_a_percentile_missing_in_any_repeat_stays_missing() -> None:
