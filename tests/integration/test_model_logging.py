@@ -35,4 +35,4 @@ def test_both_models_log_once_and_load_back(exports, tmp_path: Path) -> None:
     again = tracker.client.get_run(second).data.tags
     assert all(again[f"model.{n}.sklearn_uri"] == tags[f"model.{n}.sklearn_uri"] for n in exports)
     assert all(again[f"model.{n}.version"] == tags[f"model.{n}.version"] for n in exports)  # one version per export
-    assert [v.version for v in tracker.client.search_model_versions("name = 'servebench-lr'")] == ["1"]
+    assert [str(v.version) for v in tracker.client.search_model_versions("name = 'servebench-lr'")] == ["1"]
