@@ -145,7 +145,7 @@ def summarize(benchmark: str, planned: list[TrialSpec], tracker: Tracker) -> sum
         built = report.gather(uploaded.parent_id, tracker, planned)
     else:
         records = [record_of(TrialResult.load(p)) for p in sorted(bench.folder.glob(f"*/{spool.RESULT_FILE}"))]
-        facts = report.about(bench.run_name, None, bench.params, bench.tags, **{
+        facts = report.about(None, bench.params, bench.tags, **{
             "benchmark id": bench.id, "tracking URI": f"{tracker.uri} (unreachable: not logged yet)"})  # fmt: skip
         built = report.from_records(records, planned, bench.run_name, facts)
     (bench.summary_dir / spool.UPLOADED_FILE).unlink(missing_ok=True)

@@ -76,8 +76,9 @@ def from_records(
     return Report(title, rows, about, series, curves)
 
 
-def about(run_name: str, started_ms: int | None, params: dict[str, Any], tags: dict[str, str], **more: str) -> dict[str, str]:
-    facts = dict(more)  # the run's name is the page's title
+def about(started_ms: int | None, params: dict[str, Any], tags: dict[str, str], **more: str) -> dict[str, str]:
+    """The facts at the top of a page (the run's name is its title)."""
+    facts = dict(more)
     if started_ms:
         facts["started"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(started_ms / 1000))
     facts.update({name: tags[name] for name in ABOUT_TAGS if tags.get(name)})
@@ -89,7 +90,7 @@ def gather(parent_id: str, tracker: Tracker, planned: list[TrialSpec]) -> Report
     """The report of a logged benchmark, from MLflow alone."""
     parent = tracker.client.get_run(parent_id)
     experiment = tracker.client.get_experiment(parent.info.experiment_id).name
-    facts = about(parent.info.run_name, parent.info.start_time, dict(parent.data.params), dict(parent.data.tags),
+    facts = about(parent.info.start_time, dict(parent.data.params), dict(parent.data.tags),
                   **{"MLflow parent run": parent_id, "experiment": experiment, "tracking URI": tracker.uri})  # fmt: skip
     built = from_records(tracker.trial_runs(parent_id), planned, parent.info.run_name, facts,
                          lambda record: tracker.series(record.run_id, SERIES))  # fmt: skip
@@ -105,8 +106,6 @@ def gather(parent_id: str, tracker: Tracker, planned: list[TrialSpec]) -> Report
 def write(report: Report, out_dir: Path) -> list[Path]:
     """index.html (self-contained: plots embedded), summary.md, summary.csv and each plot's PNG; index.html first."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    for stale in out_dir.glob("*.png"):  # a rebuilt report must not keep a plot the new one has no data for
-        stale.unlink()
     drawn = {
         "throughput_vs_workers.png": lambda p: plots.throughput_vs_workers(report.rows, p),
         "latency_percentiles.png": lambda p: plots.latency_percentiles(report.rows, p),
@@ -116,6 +115,8 @@ def write(report: Report, out_dir: Path) -> list[Path]:
         "capacity.png": lambda p: plots.capacity(report.curves, report.rows, p),
         "history.png": lambda p: plots.history(report.history, report.rows, p),
     }
+    for name in drawn:  # a rebuilt report must not keep a plot of ours the new one has no data for
+        (out_dir / name).unlink(missing_ok=True)
     pngs = [out_dir / name for name, draw in drawn.items() if draw(out_dir / name)]
     csv_path, md_path, html_path = out_dir / "summary.csv", out_dir / "summary.md", out_dir / "index.html"
     _write_csv(report.rows, csv_path)

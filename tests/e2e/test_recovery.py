@@ -144,6 +144,8 @@ def test_a_run_against_a_dead_mlflow_loses_nothing_and_syncs_exactly_once(no_lef
     assert [t["status"] for t in report["trials"]] == ["ok", "ok"] and all(t["mlflow_run_id"] is None for t in report["trials"])
     bench = spool.load(report["benchmark"])
     assert len(bench.pending()) == 2 and bench.summary_pending()  # the summary was built from the spool
+    offline_page = (bench.summary_dir / "index.html").read_text()  # so was the report: the morning view exists
+    assert f"{uri} (unreachable: not logged yet)" in offline_page and "fastest: <b class=big>" in offline_page
 
     start_mlflow()
     synced = subprocess.run([str(BIN / "servebench"), "sync"], env=env, capture_output=True, text=True, timeout=300)
@@ -155,7 +157,8 @@ def test_a_run_against_a_dead_mlflow_loses_nothing_and_syncs_exactly_once(no_lef
     parent_id = tracker.latest_parent("offline")
     parent = tracker.client.get_run(parent_id)  # type: ignore[arg-type]
     assert parent.info.status == "FINISHED" and parent.data.tags["servebench.benchmark_id"] == bench.id
-    assert {a.path for a in tracker.client.list_artifacts(parent_id, "summary")} >= {"summary/summary.csv", "summary/summary.md"}
+    assert {a.path for a in tracker.client.list_artifacts(parent_id, "summary")} >= {"summary/index.html", "summary/summary.csv", "summary/summary.md"}
+    assert parent_id in (bench.summary_dir / "index.html").read_text()  # rebuilt from MLflow by sync
     runs = {r.params["framework"]: r for r in tracker.trial_runs(parent_id)}  # type: ignore[arg-type]
     for trial in report["trials"]:
         run = runs[trial["framework"]]

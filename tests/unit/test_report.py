@@ -82,7 +82,11 @@ def test_the_report_names_the_winner_its_cost_and_every_configuration(tracker: T
     assert set(built.series) == {"lr/fastapi/w2/u8", "mlp/fastapi/w1/u8"}  # the best per model, from MLflow
     assert built.series["lr/fastapi/w2/u8"]["series/server_rss_mb"] == [(s, 200.0 + s) for s in range(6)]
 
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "mine.png").write_bytes(b"a user's own picture")
+    (tmp_path / "out" / "capacity.png").write_bytes(b"an older report's plot")
     files = report.write(built, tmp_path / "out")
+    assert (tmp_path / "out" / "mine.png").exists() and not (tmp_path / "out" / "capacity.png").exists()
     names = [f.name for f in files]
     assert names[:3] == ["index.html", "summary.md", "summary.csv"]
     assert set(names[3:]) == {"throughput_vs_workers.png", "latency_percentiles.png", "pareto.png", "resources.png", "timeseries.png"}
