@@ -11,6 +11,8 @@ log() { printf '\033[1m[setup]\033[0m %s\n' "$*" >&2; }
 # python3-venv: Debian's Python lacks venv/ensurepip without it. The C++ server (cpp/) builds with
 # CMake from Debian's Boost (Beast/Asio), Asio (for the Crow flavour), RapidJSON and Eigen headers.
 APT_PACKAGES=(python3-venv ca-certificates g++ make cmake libboost-dev libasio-dev rapidjson-dev libeigen3-dev)
+# --test: what the tests need besides, Chromium and its driver for the browser tests of Airflow's UI.
+[[ "${1:-}" == "--test" ]] && APT_PACKAGES+=(chromium chromium-driver)
 PYTHON="${PYTHON:-$(command -v python3.11 || command -v python3)}"
 need_apt=()
 "$PYTHON" -c 'import ensurepip, venv' 2>/dev/null || need_apt+=(python3-venv)
@@ -22,7 +24,7 @@ if ((${#need_apt[@]})); then
   SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"
   log "installing Debian packages: ${need_apt[*]}"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
 "$PYTHON" -c 'import sys; assert sys.version_info >= (3, 11), sys.version' \
   || { log "servebench needs Python >= 3.11 (found $("$PYTHON" --version)); set PYTHON=/path/to/python3.11"; exit 1; }

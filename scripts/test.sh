@@ -6,7 +6,7 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-bash scripts/setup.sh
+bash scripts/setup.sh --test
 if [[ -z "${DOCKER_HOST:-}" && "${SERVEBENCH_NO_ENGINE:-}" != 1 ]]; then
   if engine_env="$(bash scripts/container-engine.sh start)"; then
     eval "$engine_env"

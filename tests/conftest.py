@@ -59,7 +59,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark each test by its folder, so `-m unit` / `-m integration` / `-m e2e` select suites."""
     for item in items:
-        for marker in ("unit", "integration", "e2e", "container"):
+        for marker in ("unit", "integration", "e2e", "container", "browser"):
             if f"{os.sep}{marker}{os.sep}" in str(item.fspath):
                 item.add_marker(getattr(pytest.mark, marker))
 

@@ -81,6 +81,16 @@ def _parser() -> argparse.ArgumentParser:
     diff.add_argument("run_a", help="parent run id of the benchmark to compare from")
     diff.add_argument("run_b", help="parent run id of the benchmark to compare with")
 
+    flow = sub.add_parser(
+        "airflow", help="a local Airflow (scheduler, DAG processor, UI on 127.0.0.1) sized for this machine, until Ctrl-C"
+    )
+    flow.add_argument("--port", type=int, default=8080, help="the UI's and API's port (default 8080)")
+    flow.add_argument("--schedule", action="store_true", help="also run the nightly 02:00 runs (default: triggered runs only)")
+    flow.add_argument(
+        "--run", metavar="CONF", type=json.loads,
+        help="trigger one run of serving_benchmark with this JSON conf, follow it, stop when it ends (exit 1 unless it succeeded)",
+    )
+
     show = sub.add_parser("summary", help="print the comparison table of a logged benchmark run")
     show.add_argument("run_id", nargs="?", help="parent run id (default: the latest in the experiment)")
     show.add_argument("--experiment", default="servebench")
@@ -101,7 +111,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from servebench.teardown import Aborted
 
     try:
-        commands = {"run": _run, "serve": _serve, "summary": _summary, "sync": _sync, "report": _report, "compare": _compare}
+        commands = {
+            "run": _run, "serve": _serve, "summary": _summary, "sync": _sync, "report": _report, "compare": _compare,
+            "airflow": _airflow,
+        }
         return commands[args.command](args)
     except (ParamsError, ManifestError, ImageError) as exc:
         print(f"servebench: {exc}", file=sys.stderr)
@@ -226,6 +239,33 @@ def _compare(args: argparse.Namespace) -> int:
         return 2
     print(report.compare(a, b), end="")
     return 0
+
+
+def _airflow(args: argparse.Namespace) -> int:
+    from servebench.local_airflow import DAG_ID, AirflowFailed, LocalAirflow
+    from servebench.teardown import stopping_on_signals
+
+    airflow = LocalAirflow(port=args.port, schedule=args.schedule)
+    try:
+        airflow.prepare()
+        with stopping_on_signals(), airflow:  # Ctrl-C: Aborted, then a graceful stop
+            if args.run is None:
+                print(f"Airflow UI: {airflow.url}  (schedule {'on' if args.schedule else 'off: triggered runs only'}; "
+                      f"logs in {airflow.log_dir}; Ctrl-C to stop)", flush=True)  # fmt: skip
+                while True:
+                    time.sleep(3600)
+            _, dag = airflow.api("GET", f"/api/v2/dags/{DAG_ID}")
+            run_id = airflow.trigger(args.run)
+            log.info("triggered %s run %s: watch it at %s/dags/%s/runs/%s", DAG_ID, run_id, airflow.url, DAG_ID, run_id)
+            try:
+                state = airflow.follow(run_id, lambda line: log.info("%s", line))
+            finally:
+                airflow.api("PATCH", f"/api/v2/dags/{DAG_ID}", {"is_paused": dag["is_paused"]})
+        print(f"run {run_id}: {state}; task logs in {airflow.airflow_home / 'logs'}")
+        return 0 if state == "success" else 1
+    except AirflowFailed as exc:
+        print(f"servebench: {exc}", file=sys.stderr)
+        return 1
 
 
 def _serve(args: argparse.Namespace) -> int:

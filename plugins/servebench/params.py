@@ -7,6 +7,7 @@ validation and the CLI reject the same inputs, each naming the field at fault.
 from __future__ import annotations
 
 import os
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -28,61 +29,131 @@ def default_backend() -> str:
     return os.environ.get("SERVEBENCH_BACKEND", "local")
 
 
+# Sections of the trigger form, in the order Airflow shows them (the order of the fields). The matrix has
+# none: Airflow shows unsectioned fields first, under "Run Parameters", the one section it opens by default.
+LOAD, MEASURE, WHERE, RESULTS = "Load", "Measurement", "Where servers run", "Results"
+
+
+def _section(name: str) -> dict[str, Any]:
+    return {"section": name}
+
+
 class ParamsError(ValueError):
     """Invalid benchmark parameters; the message names every field at fault."""
 
 
 class BenchmarkParams(BaseModel):
-    """What to benchmark: the matrix models x frameworks x workers x users, and how long."""
+    """What to benchmark: the matrix models x frameworks x workers x users, and how long.
+
+    Each field's title, description and section are what the Airflow trigger form shows.
+    """
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
-    models: list[str] = Field(default=["lr", "mlp"], min_length=1, description="Models to serve.")
+    models: list[str] = Field(
+        default=["lr", "mlp"], min_length=1, title="Models", description="Models to serve.",
+    )
     frameworks: list[str] = Field(
-        default=list(NIGHTLY_FRAMEWORKS), min_length=1, description="Server frameworks (folders under servers/)."
+        default=list(NIGHTLY_FRAMEWORKS), min_length=1, title="Frameworks",
+        description="Server frameworks to compare (folders under servers/).",
     )
     workers: list[PositiveInt | Literal["auto"]] = Field(
-        default=[1, 2], min_length=1, description='Worker counts to try; "auto" is (2 x cores) + 1.'
+        default=[1, 2], min_length=1, title="Workers",
+        description='Worker counts to try, as a JSON list such as [1, 4]: each at least 1, or "auto" for (2 x cores) + 1.',
     )
-    users: list[PositiveInt] = Field(default=[50], min_length=1, description="Concurrent Locust users to try.")
-    spawn_rate: float = Field(default=50.0, gt=0, description="Users started per second.")
-    duration: float = Field(default=60.0, gt=0, description="Measured seconds per trial, after warm-up.")
-    warmup: float = Field(default=10.0, ge=0, description="Seconds of load before measuring; excluded from figures.")
-    experiment: str = Field(default="servebench", min_length=1, description="MLflow experiment name.")
-    backend: Literal["local", "docker"] = Field(
-        default_factory=default_backend, validate_default=True,
-        description='Where servers run: "local" processes, or "docker" containers with limits.',
-    )  # fmt: skip
-    cpuset: str | None = Field(
-        default=None, pattern=placement.CPUSET_PATTERN,
-        description='docker backend: the CPUs each server container may use, e.g. "1" or "0-1" (default: all).',
-    )  # fmt: skip
-    memory_mb: int | None = Field(default=None, ge=64, description="docker backend: each server container's memory limit in MiB.")
+    users: list[PositiveInt] = Field(
+        default=[50], min_length=1, title="Users",
+        description="Concurrent Locust users to try, as a JSON list such as [50, 200]: each at least 1.",
+    )
+    duration: float = Field(
+        default=60.0, gt=0, title="Duration (s)", description="Measured seconds per trial, after the warm-up.",
+        json_schema_extra=_section(LOAD),
+    )
+    warmup: float = Field(
+        default=10.0, ge=0, title="Warm-up (s)", description="Seconds of load before measuring; excluded from every figure.",
+        json_schema_extra=_section(LOAD),
+    )
+    spawn_rate: float = Field(
+        default=50.0, gt=0, title="Spawn rate (users/s)", description="Users started per second.",
+        json_schema_extra=_section(LOAD),
+    )
     load: Literal["closed", "open"] = Field(
-        default="closed",
-        description='"closed": users send back to back; "open": requests arrive at `rate`, latency counted from when each was due.',
+        default="closed", title="Load",
+        description='"closed": users send back to back; "open": requests arrive at the rate below, each latency counted from when it was due.',
+        json_schema_extra=_section(LOAD),
     )
-    rate: float | None = Field(default=None, gt=0, description="Open loop: target requests per second (over all load-generator processes).")
-    arrival: Literal["poisson", "constant"] = Field(default="poisson", description="Open loop: Poisson arrivals or constant gaps.")
-    repeats: int = Field(default=3, ge=1, le=50, description="Measured repeats per configuration: median, 95% CI and CV over them.")
-    max_cv: float = Field(default=0.1, gt=0, description="A configuration whose throughput varies more than this over its repeats is flagged noisy.")
-    capacity: bool = Field(default=False, description="Search each configuration's highest open-loop rate within the SLO instead of fixed load.")
-    slo_p99_ms: float = Field(default=100.0, gt=0, description="Capacity search: the p99 latency a rate must stay under (errors under 0.1%).")
-    loadgen_processes: int = Field(default=1, ge=1, le=64, description="Locust processes (--processes): more cores for the load generator.")
-    soak_minutes: float | None = Field(
-        default=None, gt=0, le=1440,
-        description="Soak mode: load each configuration for this many minutes in one run (no repeats) and fit its memory growth (MB/min) and latency drift.",
-    )  # fmt: skip
-    fail_on_regression: bool = Field(
-        default=False, description="Fail a manual run when a configuration regressed against its history (a scheduled run always fails)."
+    rate: float | None = Field(
+        default=None, gt=0, title="Rate (req/s)",
+        description="Open loop: target requests per second, over all load-generator processes (empty: none).",
+        json_schema_extra=_section(LOAD),
+    )
+    arrival: Literal["poisson", "constant"] = Field(
+        default="poisson", title="Arrivals", description="Open loop: Poisson arrivals or constant gaps.",
+        json_schema_extra=_section(LOAD),
+    )
+    loadgen_processes: int = Field(
+        default=1, ge=1, le=64, title="Load-generator processes",
+        description="Locust processes (--processes): more cores for the load generator.", json_schema_extra=_section(LOAD),
     )
     request_timeout: float = Field(
-        default=10.0, gt=0, le=600, description="Seconds a request may take before it counts as failed (a hung server is bounded by it)."
+        default=10.0, gt=0, le=600, title="Request timeout (s)",
+        description="Seconds a request may take before it counts as failed (a hung server is bounded by it).",
+        json_schema_extra=_section(LOAD),
     )
     cpu_split: str = Field(
-        default="auto", pattern=placement.SPLIT_PATTERN,
+        default="auto", pattern=placement.SPLIT_PATTERN, title="CPU split",
         description='Pin server and load generator to disjoint CPUs: "auto" (halves, from 4 cores), "off", or "SERVER_CPUS:LOADGEN_CPUS" such as "0-1:2-3".',
-    )  # fmt: skip
+        json_schema_extra={**_section(LOAD), "examples": ["auto", "off"]},
+    )
+    repeats: int = Field(
+        default=3, ge=1, le=50, title="Repeats",
+        description="Measured repeats per configuration: figures are medians, with a 95% CI and CV over them.",
+        json_schema_extra=_section(MEASURE),
+    )
+    max_cv: float = Field(
+        default=0.1, gt=0, title="Max CV",
+        description="A configuration whose throughput varies more than this (coefficient of variation over its repeats) is flagged noisy.",
+        json_schema_extra=_section(MEASURE),
+    )
+    capacity: bool = Field(
+        default=False, title="Capacity search",
+        description="Search each configuration's highest open-loop rate within the SLO instead of fixed load.",
+        json_schema_extra=_section(MEASURE),
+    )
+    slo_p99_ms: float = Field(
+        default=100.0, gt=0, title="SLO p99 (ms)",
+        description="Capacity search: the p99 latency a rate must stay under (errors under 0.1%).",
+        json_schema_extra=_section(MEASURE),
+    )
+    soak_minutes: float | None = Field(
+        default=None, gt=0, le=1440, title="Soak (minutes)",
+        description="Soak mode: load each configuration for this many minutes in one run (no repeats) and fit its memory growth and latency drift (empty: no soak).",
+        json_schema_extra=_section(MEASURE),
+    )
+    backend: Literal["local", "docker"] = Field(
+        default_factory=default_backend, validate_default=True, title="Backend",
+        description='Where servers run: "local" processes, or "docker" containers with limits.',
+        json_schema_extra=_section(WHERE),
+    )
+    cpuset: str | None = Field(
+        default=None, pattern=placement.CPUSET_PATTERN, title="CPU set",
+        description='docker backend: the CPUs each server container may use, e.g. "1" or "0-1" (empty: all).',
+        json_schema_extra=_section(WHERE),
+    )
+    memory_mb: int | None = Field(
+        default=None, ge=64, title="Memory (MiB)",
+        description="docker backend: each server container's memory limit, at least 64 (empty: no limit).",
+        json_schema_extra=_section(WHERE),
+    )
+    experiment: str = Field(
+        default="servebench", min_length=1, title="MLflow experiment", description="Where the runs are logged.",
+        json_schema_extra=_section(RESULTS),
+    )
+    fail_on_regression: bool = Field(
+        default=False, title="Fail on regression",
+        description="Fail a manual run when a configuration regressed against its history (a scheduled run always does).",
+        json_schema_extra=_section(RESULTS),
+    )
 
     @field_validator("models")
     @classmethod
@@ -151,15 +222,58 @@ def parse(raw: dict[str, Any]) -> BenchmarkParams:
 
 
 def json_schemas() -> dict[str, dict[str, Any]]:
-    """One JSON schema per field, with the currently known models and frameworks as enums."""
+    """One JSON schema per field, shaped for Airflow 3's trigger form, which picks a widget from the schema and
+    sends what that widget holds (see `_one_type`): a multi-select for models and frameworks, a JSON list
+    editor for workers and users, a number box (empty = null) for optional numbers, a switch for booleans,
+    a drop-down for choices. The rules stay those of the pydantic model, which the first task applies again.
+    """
     schema = BenchmarkParams.model_json_schema()
     fields: dict[str, dict[str, Any]] = {}
     for name, prop in schema["properties"].items():
-        prop = dict(prop)
+        prop = _one_type(prop)
         prop.pop("default", None)
-        if name == "models":
-            prop["items"] = {"type": "string", "enum": list(models.MODEL_NAMES)}
-        elif name == "frameworks":
-            prop["items"] = {"type": "string", "enum": manifest.available_frameworks()}
+        if "items" in prop:
+            prop["items"] = _one_type(prop["items"])
+            prop["uniqueItems"] = True
         fields[name] = prop
+    for name, known, labels in (
+        ("models", list(models.MODEL_NAMES), {n: f"{n}: {r.description.split(':')[0]}" for n, r in models.RECIPES.items()}),
+        ("frameworks", manifest.available_frameworks(), {}),
+    ):
+        fields[name]["items"] = {"type": "string", "enum": known}
+        fields[name]["examples"] = known  # what makes the form a multi-select
+        if labels:
+            fields[name]["values_display"] = labels
     return fields
+
+
+def _one_type(prop: dict[str, Any]) -> dict[str, Any]:
+    """Merge an `anyOf` of distinct types into one schema with a list of types.
+
+    Airflow's form chooses a widget from `type` (the first type that is not null): `anyOf` gives it none,
+    so `int | None` became a text box sending "100", which the schema then refused. Merging keeps the rules,
+    since JSON schema applies each keyword only to its own type (minimum to numbers, pattern to strings), and
+    makes the messages name the rule ("0 is less than the minimum of 1", not "'auto' was expected"). A
+    string constant becomes a pattern, which binds strings alone.
+    """
+    members = prop.get("anyOf")
+    if members is None:
+        return dict(prop)
+    merged: dict[str, Any] = {k: v for k, v in prop.items() if k != "anyOf"}
+    types: list[str] = []
+    for member in members:
+        member = dict(member)
+        kind = member.pop("type")
+        if kind in types:
+            raise ValueError(f"cannot merge {members}: two members of type {kind}")
+        types.append(kind)
+        if "const" in member:
+            if kind != "string":
+                raise ValueError(f"cannot merge {members}: a constant of type {kind}")
+            member["pattern"] = f"^{re.escape(member.pop('const'))}$"
+        for key, value in member.items():
+            if key in merged and merged[key] != value:
+                raise ValueError(f"cannot merge {members}: {key} differs")
+            merged[key] = value
+    merged["type"] = types
+    return merged

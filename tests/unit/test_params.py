@@ -51,7 +51,10 @@ def test_json_schemas_enumerate_known_choices() -> None:
     assert {"broken", "fastapi", "fastapi-gunicorn", "flask", "wrong"} <= set(frameworks)  # fixtures are on the path
     assert frameworks == sorted(frameworks) and "_common" not in frameworks
     assert schemas["models"]["items"]["enum"] == ["lr", "mlp"]
-    assert schemas["workers"]["items"] == {"anyOf": [{"type": "integer", "minimum": 1}, {"type": "string", "const": "auto"}]}
+    # one schema with a list of types (Airflow's form picks its widget from `type`; anyOf gave it none)
+    assert schemas["workers"]["items"] == {"type": ["integer", "string"], "minimum": 1, "pattern": "^auto$"}
+    assert schemas["rate"]["type"] == ["number", "null"] and schemas["memory_mb"]["type"] == ["integer", "null"]
+    assert schemas["models"]["examples"] == ["lr", "mlp"]  # a multi-select
     assert schemas["duration"]["exclusiveMinimum"] == 0
 
 
