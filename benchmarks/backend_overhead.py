@@ -14,8 +14,9 @@ import tempfile
 from pathlib import Path
 
 import _options
-from servebench.spec import TrialSpec
-from servebench.trial import run_trial
+from servebench.config.spec import TrialSpec
+from servebench.measure.trial import run_trial
+from servebench.models.export import export_model
 
 FIGURES = (("rps", "rps", "{:.0f}"), ("latency_ms_p50", "p50 ms", "{:.2f}"), ("server_cpu_us_per_request", "cpu µs/req", "{:.0f}"))
 
@@ -34,9 +35,12 @@ def main() -> None:
         for framework in args.frameworks.split(","):
             results = {}
             for backend in ("local", "docker"):
-                spec = TrialSpec(args.model, framework, args.workers, args.users, float(args.users), args.duration,
-                                 args.warmup, backend, args.cpuset if backend == "docker" else None)  # fmt: skip
-                results[backend] = run_trial(spec, Path(tmp) / spec.key)
+                spec = TrialSpec.of(
+                    args.model, framework, args.workers, args.users, spawn_rate=float(args.users),
+                    duration=args.duration, warmup=args.warmup, backend=backend,
+                    cpuset=args.cpuset if backend == "docker" else None,
+                )  # fmt: skip
+                results[backend] = run_trial(spec, export_model(args.model), Path(tmp) / spec.key)
             failed = [f"{b}: {r.reason}" for b, r in results.items() if not r.ok]
             if failed:
                 print(f"{framework:12} failed: {'; '.join(failed)}")

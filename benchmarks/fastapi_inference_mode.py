@@ -14,9 +14,11 @@ import tempfile
 from pathlib import Path
 
 import _options
-from servebench import latency, loadgen, manifest, models
-from servebench.readiness import wait_ready
-from servebench.runner.local import LocalProcessRunner
+from servebench.measure import latency, loadgen
+from servebench.models.export import export_model
+from servebench.servers import manifest
+from servebench.servers.readiness import wait_ready
+from servebench.servers.runner.local import LocalProcessRunner
 
 MODES = ("inline", "threadpool")
 
@@ -24,7 +26,7 @@ MODES = ("inline", "threadpool")
 def measure(model: str, mode: str, args: argparse.Namespace, out: Path) -> dict[str, float]:
     base = manifest.get("fastapi")
     forced = base.model_copy(update={"env": {**base.env, "SERVEBENCH_INFERENCE": mode}})
-    export = models.export(model)
+    export = export_model(model)
     server = LocalProcessRunner().start(forced, export, args.workers, out / "server.log")
     try:
         wait_ready(server, forced, export.meta)

@@ -15,17 +15,20 @@ import tempfile
 from pathlib import Path
 
 import _options
-from servebench import loadgen, manifest, models
-from servebench.readiness import wait_ready
-from servebench.runner.local import LocalProcessRunner
-from servebench.sampler import ProcessTreeProbe, ResourceSampler
-from servebench.spec import TrialSpec
-from servebench.trial import run_trial
+from servebench.config.spec import TrialSpec
+from servebench.measure import loadgen
+from servebench.measure.sampler import ResourceSampler
+from servebench.measure.trial import run_trial
+from servebench.models.export import export_model
+from servebench.servers import manifest
+from servebench.servers.probes import ProcessTreeProbe
+from servebench.servers.readiness import wait_ready
+from servebench.servers.runner.local import LocalProcessRunner
 
 
 def ceiling(processes: int, args, out: Path) -> tuple[float, float]:  # type: ignore[no-untyped-def]
     """(rps, load generator CPU %) of health GETs against the C++ server."""
-    export = models.export("lr")
+    export = export_model("lr")
     cpp = manifest.get("cpp")
     server = LocalProcessRunner().start(cpp, export, 1, out / "server.log")
     try:
@@ -53,8 +56,8 @@ def main() -> None:
             print(f"{f'{processes} process(es), GET /health':22} {rps:8.0f} {cpu:6.0f} {rps / (cpu / 100.0):9.0f}")
         print(f"\n{'framework (lr, w1)':22} {'rps':>8} {'of ceiling':>10}  flags")
         for framework in args.frameworks.split(","):
-            spec = TrialSpec("lr", framework, 1, args.users, float(args.users), args.duration, args.warmup)
-            result = run_trial(spec, Path(tmp) / spec.key)
+            spec = TrialSpec.of("lr", framework, 1, args.users, spawn_rate=float(args.users), duration=args.duration, warmup=args.warmup)
+            result = run_trial(spec, export, Path(tmp) / spec.key)
             if not result.ok:
                 print(f"{framework:22} failed: {result.reason}")
                 continue

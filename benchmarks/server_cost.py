@@ -13,9 +13,11 @@ import tempfile
 from pathlib import Path
 
 import _options
-from servebench import manifest, paths
-from servebench.spec import TrialSpec
-from servebench.trial import run_trial
+from servebench.base import paths
+from servebench.config.spec import TrialSpec
+from servebench.measure.trial import run_trial
+from servebench.models.export import export_model
+from servebench.servers import manifest
 
 # Targets for `lr` with one worker (issue 4): server CPU µs per request, and resident MB where one is set.
 TARGETS: dict[str, tuple[float, float | None]] = {"cpp": (40, 30), "cpp-crow": (40, 30), "fastapi": (200, None), "flask": (600, None)}
@@ -42,8 +44,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="servebench-bench-") as tmp:
         for framework in args.frameworks.split(","):
             for workers in (int(w) for w in args.workers.split(",")):
-                spec = TrialSpec(args.model, framework, workers, args.users, float(args.users), args.duration, args.warmup)
-                result = run_trial(spec, Path(tmp) / spec.key)
+                spec = TrialSpec.of(args.model, framework, workers, args.users, spawn_rate=float(args.users), duration=args.duration, warmup=args.warmup)
+                result = run_trial(spec, export_model(args.model), Path(tmp) / spec.key)
                 m = result.metrics
                 if not result.ok:
                     print(f"{framework:18} {workers:7d}  failed: {result.reason}")

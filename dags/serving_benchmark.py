@@ -19,22 +19,17 @@ from typing import Any
 
 import pendulum
 from airflow.sdk import Param, dag, get_current_context, task
-
 from servebench.airflow_tasks import stopping_task
-from servebench.params import BenchmarkParams, json_schemas
+from servebench.config.params import defaults, json_schemas
 
 LOAD_POOL = "servebench_load"
+Settings = dict[str, Any]  # the validated parameters, as `plan` hands them on
 
 
 def _params() -> dict[str, Param]:
-    defaults = BenchmarkParams()
-    return {name: Param(getattr(defaults, name), **schema) for name, schema in json_schemas().items()}
-
-
-def _checked() -> Any:
-    from servebench import pipeline
-
-    return pipeline.validate(dict(get_current_context()["params"]))
+    """The trigger form: one Param per setting, typed by its JSON schema."""
+    schemas = json_schemas()
+    return {name: Param(default, **schemas[name]) for name, default in defaults().items()}
 
 
 @dag(
@@ -51,47 +46,55 @@ def _checked() -> Any:
 def serving_benchmark() -> None:
     @task
     def plan() -> list[dict[str, Any]]:
-        """Validate the parameters and plan the trials before any work starts."""
-        _, specs = _checked()
-        return [s.to_dict() for s in specs]
-
-    @task
-    def frameworks(specs: list[dict[str, Any]]) -> list[str]:
-        return sorted({s["framework"] for s in specs})
-
-    @task
-    def train_models() -> list[str]:
+        """Validate the parameters and plan the trials before any work starts. The settings, validated once
+        here, go to the other tasks as this task's XCom "settings"; the trials are its return value (what
+        `run_trial` is mapped over)."""
         from servebench import pipeline
 
-        checked, _ = _checked()
-        return [str(export.dir) for export in pipeline.train_models(checked.models)]
+        context = get_current_context()
+        checked, specs = pipeline.validate(dict(context["params"]))
+        context["ti"].xcom_push(key="settings", value=checked.model_dump(mode="json"))
+        return [spec.to_dict() for spec in specs]
+
+    @task
+    def frameworks(settings: Settings) -> list[str]:
+        return list(settings["frameworks"])
+
+    @task
+    def train_models(settings: Settings) -> list[str]:
+        """The models' export folders (trained only when no export of the same recipe and libraries exists)."""
+        from servebench import pipeline
+        from servebench.config.params import trusted
+
+        return [str(export.dir) for export in pipeline.train_models(trusted(settings).models)]
 
     @task(map_index_template="{{ framework }}")
-    def build_server(framework: str) -> list[str]:
+    def build_server(framework: str, settings: Settings, exports: list[str]) -> list[str]:
         """The framework's venv (local backend) or its images, one per model (docker backend)."""
         from servebench import pipeline
+        from servebench.config.params import trusted
 
-        checked, _ = _checked()
-        return pipeline.build_framework(framework, checked)
+        return pipeline.build_framework(framework, trusted(settings), pipeline.exported(exports))
 
     @task
-    def open_run() -> str:
+    def open_run(settings: Settings, exports: list[str]) -> str:
         """Record the benchmark (its id names its spool folder) and open its MLflow parent run."""
         from servebench import pipeline
-        from servebench.tracker import Tracker
+        from servebench.config.params import trusted
+        from servebench.results.tracker import Tracker
 
-        checked, _ = _checked()
         dag_run = get_current_context()["dag_run"]
         trigger = "scheduled" if str(dag_run.run_type).endswith("scheduled") else "manual"
-        return pipeline.open_run(checked, Tracker(), trigger, dag_run.run_id)
+        return pipeline.open_run(trusted(settings), pipeline.exported(exports), Tracker(), trigger, dag_run.run_id)
 
     # all_done: a framework whose build failed fails only its own trials, each saying why.
     # stopping_task: killed by Airflow (time-out, marked failed, shutdown), it kills its server and Locust.
     @stopping_task(pool=LOAD_POOL, trigger_rule="all_done", map_index_template="{{ trial }}")
     def run_trial(spec: dict[str, Any], benchmark: str) -> dict[str, Any]:
         from servebench import pipeline
-        from servebench.spec import TrialSpec
-        from servebench.tracker import Tracker
+        from servebench.config.spec import TrialSpec
+        from servebench.results.records import Metric
+        from servebench.results.tracker import Tracker
 
         trial = TrialSpec.from_dict(spec)
         get_current_context()["trial"] = trial.key  # type: ignore[typeddict-unknown-key]
@@ -99,31 +102,30 @@ def serving_benchmark() -> None:
         where = f"MLflow run {child_id}" if child_id else f"kept in {result.out_dir} until MLflow answers"
         if not result.ok:
             raise pipeline.TrialFailed(f"{trial.run_name} {result.status}: {result.reason} ({where})")
-        return {"mlflow_run_id": child_id, **{k: result.metrics.get(k) for k in ("rps", "latency_ms_p95")}}
+        return {"mlflow_run_id": child_id, **{k: result.metrics.get(k) for k in (Metric.RPS, Metric.LATENCY_P95)}}
 
     @task(trigger_rule="all_done")
-    def summarize(benchmark: str, specs: list[dict[str, Any]]) -> None:
+    def summarize(benchmark: str, trials: list[dict[str, Any]], settings: Settings) -> None:
         from servebench import pipeline
-        from servebench.spec import TrialSpec
-        from servebench.tracker import Tracker
+        from servebench.config.spec import TrialSpec
+        from servebench.results.tracker import Tracker
 
-        result = pipeline.summarize(benchmark, [TrialSpec.from_dict(s) for s in specs], Tracker())
+        result = pipeline.summarize(benchmark, [TrialSpec.from_dict(t) for t in trials], Tracker())
         print(result.text())
         print(f"report: {result.files[0]}")
-        context = get_current_context()
-        nightly = str(context["dag_run"].run_type).endswith("scheduled")
+        nightly = str(get_current_context()["dag_run"].run_type).endswith("scheduled")
         # Everything is logged by now; a red run says the night needs a look (failure callbacks can alert).
-        if why := pipeline.verdict(result, nightly, bool(context["params"].get("fail_on_regression"))):
+        if why := pipeline.verdict(result, nightly, bool(settings["fail_on_regression"])):
             raise pipeline.TrialFailed(why)
 
-    specs = plan()
-    models = train_models()
-    builds = build_server.expand(framework=frameworks(specs))
-    benchmark = open_run()
-    specs >> models >> [benchmark, builds]  # images hold the model: built after it
-    trials = run_trial.partial(benchmark=benchmark).expand(spec=specs)
+    planned = plan()
+    settings = planned["settings"]
+    exports = train_models(settings)
+    builds = build_server.partial(settings=settings, exports=exports).expand(framework=frameworks(settings))
+    benchmark = open_run(settings, exports)
+    trials = run_trial.partial(benchmark=benchmark).expand(spec=planned)
     builds >> trials
-    trials >> summarize(benchmark, specs)
+    trials >> summarize(benchmark, planned, settings)
 
 
 serving_benchmark()

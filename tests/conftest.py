@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
+import tomllib
 from pathlib import Path
 from typing import Any, Iterator
 
 import psutil
 import pytest
-import socket
-import tomllib
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE_SERVERS = REPO / "tests" / "fixtures" / "servers"
@@ -112,7 +112,7 @@ def no_leftover_processes(servebench_home: Path, tmp_path_factory: pytest.TempPa
 @pytest.fixture(scope="session")
 def engine() -> Any:
     """The Docker-compatible engine at DOCKER_HOST; the container tests skip, saying why, without one."""
-    from servebench import images
+    from servebench.servers import images
 
     try:
         return images.engine()
@@ -123,7 +123,7 @@ def engine() -> Any:
 @pytest.fixture
 def no_leftover_containers(engine: Any) -> Iterator[None]:
     """Fails the test if a servebench container it started outlives it (and removes it)."""
-    from servebench import images
+    from servebench.servers import images
 
     before = {c.id for c in engine.containers.list(all=True, filters={"label": f"{images.LABEL}=true"})}
     yield

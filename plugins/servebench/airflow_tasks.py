@@ -12,7 +12,7 @@ from typing import Any
 from airflow.providers.common.compat.sdk import task_decorator_factory
 from airflow.providers.standard.decorators.python import _PythonDecoratedOperator
 
-from servebench import teardown
+from servebench.base import teardown
 
 
 class StoppingPythonOperator(_PythonDecoratedOperator):

@@ -9,27 +9,67 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from types import UnionType
+from typing import (
+    Annotated,
+    Any,
+    Callable,
+    Literal,
+    Sequence,
+    Union,
+    cast,
+    get_args,
+    get_origin,
+)
 
-from servebench import __version__, paths
-from servebench.params import AUTO_WORKERS
+from servebench import __version__
+from servebench.base import paths
 
 log = logging.getLogger("servebench")
 
 
-def _worker_count(text: str) -> int | str:
-    """A worker count, or "auto" for (2 x cores) + 1."""
-    return text if text == AUTO_WORKERS else int(text)
+def _scalar(kind: Any) -> Callable[[str], Any]:
+    """A parser of one command-line value of a field's (item) type: int, float, str, or a union of those with
+    literal spellings such as "auto"."""
+    kind = get_args(kind)[0] if get_origin(kind) is Annotated else kind
+    if get_origin(kind) in (Union, UnionType):
+        literals = [v for arg in get_args(kind) if get_origin(arg) is Literal for v in get_args(arg)]
+        numbers = [_scalar(arg) for arg in get_args(kind) if get_origin(arg) is not Literal]
+        return lambda text: text if text in literals else numbers[0](text)
+    return cast(Callable[[str], Any], kind)
 
 
-def _csv(kind: Any, what: str) -> Any:
+def _csv(parse_one: Callable[[str], Any]) -> Callable[[str], list[Any]]:
     def parse(text: str) -> list[Any]:
         try:
-            return [kind(part.strip()) for part in text.split(",") if part.strip()]
+            return [parse_one(part.strip()) for part in text.split(",") if part.strip()]
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a comma-separated list of {what}, got {text!r}") from None
+            raise argparse.ArgumentTypeError(f"expected a comma-separated list, got {text!r}") from None
 
     return parse
+
+
+def _add_settings(run: argparse.ArgumentParser) -> None:
+    """One option per field of the benchmark parameters (`--spawn-rate` for spawn_rate), with its type,
+    choices and help from the field: the DAG's trigger form is made from the same fields."""
+    from servebench.config.params import BenchmarkParams, defaults
+
+    for name, info in BenchmarkParams.model_fields.items():
+        kind = info.annotation
+        if get_origin(kind) in (Union, UnionType) and type(None) in get_args(kind):  # optional: absent is None
+            kind = next(arg for arg in get_args(kind) if arg is not type(None))
+        default = defaults()[name]
+        shown = ",".join(map(str, default)) if isinstance(default, list) else "none" if default is None else default
+        option: dict[str, Any] = {"help": f"{info.description} (default: {shown})".replace("%", "%%")}
+        if kind is bool:
+            option.update(action="store_true", default=None)
+        elif get_origin(kind) is list:
+            option.update(type=_csv(_scalar(get_args(kind)[0])), metavar="A,B,...")
+        elif get_origin(kind) is Literal:
+            option["choices"] = list(get_args(kind))
+        else:
+            option["type"] = _scalar(kind)
+        run.add_argument("--" + name.replace("_", "-"), **option)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -39,28 +79,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run a benchmark matrix and print the comparison")
-    run.add_argument("--models", type=_csv(str, "names"), help="comma list, e.g. lr,mlp")
-    run.add_argument("--frameworks", type=_csv(str, "names"), help="comma list, e.g. fastapi,flask")
-    run.add_argument("--workers", type=_csv(_worker_count, "integers or auto"), help='comma list of worker counts, e.g. 1,2,auto')
-    run.add_argument("--users", type=_csv(int, "integers"), help="comma list of concurrent users, e.g. 50")
-    run.add_argument("--spawn-rate", type=float, help="users started per second")
-    run.add_argument("--duration", type=float, help="measured seconds per trial")
-    run.add_argument("--warmup", type=float, help="seconds of load before measuring")
-    run.add_argument("--experiment", help="MLflow experiment name")
-    run.add_argument("--backend", choices=["local", "docker"], help="where servers run (default: $SERVEBENCH_BACKEND or local)")
-    run.add_argument("--cpuset", help='docker backend: CPUs of each server container, e.g. "1" or "0-1"')
-    run.add_argument("--memory-mb", type=int, help="docker backend: memory limit of each server container (MiB)")
-    run.add_argument("--load", choices=["closed", "open"], help="closed loop (users back to back) or open loop (--rate)")
-    run.add_argument("--rate", type=float, help="open loop: target requests per second")
-    run.add_argument("--arrival", choices=["poisson", "constant"], help="open loop: Poisson arrivals or constant gaps")
-    run.add_argument("--repeats", type=int, help="measured repeats per configuration (median, 95%% CI, CV)")
-    run.add_argument("--max-cv", type=float, help="flag a configuration noisy above this throughput CV")
-    run.add_argument("--capacity", action="store_true", default=None, help="search each configuration's max rate within the SLO")
-    run.add_argument("--slo-p99-ms", type=float, help="capacity search: p99 latency bound (ms)")
-    run.add_argument("--loadgen-processes", type=int, help="Locust processes (more cores for the load generator)")
-    run.add_argument("--cpu-split", help='"auto", "off" or SERVER_CPUS:LOADGEN_CPUS, e.g. 0-1:2-3')
-    run.add_argument("--soak-minutes", type=float, help="soak mode: one long load test per configuration, fitting memory growth")
-    run.add_argument("--request-timeout", type=float, help="seconds before a request counts as failed")
+    _add_settings(run)
     run.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
 
     serve = sub.add_parser("serve", help="build what is missing and run one server until Ctrl-C")
@@ -105,10 +124,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         datefmt="%H:%M:%S",
         stream=sys.stderr,
     )
-    from servebench.images import ImageError
-    from servebench.manifest import ManifestError
-    from servebench.params import ParamsError
-    from servebench.teardown import Aborted
+    from servebench.base.teardown import Aborted
+    from servebench.config.params import ParamsError
+    from servebench.servers.images import ImageError
+    from servebench.servers.manifest import ManifestError
 
     try:
         commands = {
@@ -126,19 +145,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from servebench import pipeline
+    from servebench.config.params import BenchmarkParams
 
-    raw = {
-        name: getattr(args, name)
-        for name in ("models", "frameworks", "workers", "users", "spawn_rate", "duration", "warmup", "experiment",
-                     "backend", "cpuset", "memory_mb", "load", "rate", "arrival", "repeats", "max_cv", "capacity",
-                     "slo_p99_ms", "loadgen_processes", "cpu_split", "request_timeout", "soak_minutes")
-        if getattr(args, name) is not None
-    }
+    raw = {name: getattr(args, name) for name in BenchmarkParams.model_fields if getattr(args, name) is not None}
     outcome = pipeline.run_all(raw, trigger="cli")
     done = outcome.summary
     if args.json:
         trials = [
-            {**result.spec.to_dict(), "status": result.status, "reason": result.reason, "flags": list(result.flags),
+            {**result.spec.logged_params(), "status": result.status, "reason": result.reason, "flags": list(result.flags),
              "metrics": result.metrics, "mlflow_run_id": child_id}
             for result, child_id in outcome.results
         ]  # fmt: skip
@@ -155,7 +169,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _sync(args: argparse.Namespace) -> int:
     from servebench import pipeline
-    from servebench.tracker import Tracker
+    from servebench.results.tracker import Tracker
 
     tracker = Tracker()
     done = pipeline.sync(tracker, args.any_uri)
@@ -181,8 +195,9 @@ def _print_where(parent_id: str | None, report: Path) -> None:
 
 
 def _summary(args: argparse.Namespace) -> int:
-    from servebench import pipeline, summary
-    from servebench.tracker import Tracker
+    from servebench import pipeline
+    from servebench.report import summary
+    from servebench.results.tracker import Tracker
 
     tracker = Tracker()
     run_id = args.run_id or tracker.latest_parent(args.experiment)
@@ -200,16 +215,18 @@ def _summary(args: argparse.Namespace) -> int:
 
 def _logged_report(tracker: Any, run_id: str) -> Any:
     """The report of a parent run, from MLflow; None (and why, on stderr) when it is not one."""
-    from servebench import pipeline, report
-    from servebench.tracker import TAG_KIND
+    from servebench import pipeline
+    from servebench.report import page as report
+    from servebench.results.records import TAG_KIND
+    from servebench.results.tracker import RunMissing
 
     try:
-        run = tracker.client.get_run(run_id)
-    except Exception as exc:  # noqa: BLE001 - MLflow's error says whether the run or the store is missing
-        print(f"servebench: no run {run_id!r} at {tracker.uri}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", file=sys.stderr)
+        run = tracker.run(run_id)
+    except RunMissing as exc:
+        print(f"servebench: {exc}", file=sys.stderr)
         return None
-    if run.data.tags.get(TAG_KIND) != "benchmark":
-        parent = run.data.tags.get("mlflow.parentRunId")
+    if run.tags.get(TAG_KIND) != "benchmark":
+        parent = run.tags.get("mlflow.parentRunId")
         hint = f"; it is a trial of benchmark {parent}" if parent else ""
         print(f"servebench: run {run_id} is not a benchmark's parent run{hint}", file=sys.stderr)
         return None
@@ -217,8 +234,8 @@ def _logged_report(tracker: Any, run_id: str) -> Any:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from servebench import report
-    from servebench.tracker import Tracker
+    from servebench.report import page as report
+    from servebench.results.tracker import Tracker
 
     built = _logged_report(Tracker(), args.run_id)
     if built is None:
@@ -230,8 +247,8 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from servebench import report
-    from servebench.tracker import Tracker
+    from servebench.report import page as report
+    from servebench.results.tracker import Tracker
 
     tracker = Tracker()
     a, b = _logged_report(tracker, args.run_a), _logged_report(tracker, args.run_b)
@@ -242,8 +259,8 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _airflow(args: argparse.Namespace) -> int:
+    from servebench.base.teardown import stopping_on_signals
     from servebench.local_airflow import DAG_ID, AirflowFailed, LocalAirflow
-    from servebench.teardown import stopping_on_signals
 
     airflow = LocalAirflow(port=args.port, schedule=args.schedule)
     try:
@@ -269,12 +286,13 @@ def _airflow(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from servebench import manifest, models, runner
-    from servebench.readiness import wait_ready
-    from servebench.runner.base import ServerFailed
+    from servebench.models.export import export_model
+    from servebench.servers import manifest, runner
+    from servebench.servers.readiness import wait_ready
+    from servebench.servers.runner.base import ServerFailed
 
     server_manifest = manifest.get(args.framework)
-    model = models.export(args.model)
+    model = export_model(args.model)
     log_path = paths.state_dir() / "serve" / f"{args.framework}-{args.model}.log"
     try:
         server = runner.create(args.backend).start(server_manifest, model, args.workers, log_path, port=args.port)

@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from servebench import httpclient, paths, teardown
-from servebench.runner.base import HOST
-from servebench.runner.local import check_port_free, group_members
+from servebench.base import httpclient, paths, teardown
+from servebench.servers.runner.base import HOST
+from servebench.servers.runner.local import check_port_free, group_members
 
 log = logging.getLogger(__name__)
 

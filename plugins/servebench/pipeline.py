@@ -6,13 +6,28 @@ import logging
 import re
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from servebench import environment, images, manifest, models, params, regression, report, runner, spool, summary
-from servebench.build import BuildError
-from servebench.spec import TrialSpec, plan
-from servebench.tracker import TAG_DAG_RUN, TAG_HOST, TAG_STATUS, TAG_TRIAL_KEY, TrialRecord, Tracker, record_of
-from servebench.trial import TrialResult, run_trial
+from servebench.config import params
+from servebench.config.spec import TrialSpec, plan
+from servebench.measure.trial import run_trial
+from servebench.models.export import ExportedModel, export_model
+from servebench.report import page as report
+from servebench.report import summary
+from servebench.results import environment, regression, spool
+from servebench.results.records import (
+    TAG_DAG_RUN,
+    TAG_HOST,
+    TAG_STATUS,
+    TAG_TRIAL_KEY,
+    TrialRecord,
+    TrialResult,
+    record_of,
+)
+from servebench.results.tracker import Tracker
+from servebench.servers import images, manifest, runner
+from servebench.servers.build import BuildError
 
 log = logging.getLogger(__name__)
 RETRY_DELAYS_S = (1.0, 4.0)  # between upload attempts while MLflow does not answer
@@ -27,6 +42,12 @@ def validate(raw: dict[str, Any]) -> tuple[params.BenchmarkParams, list[TrialSpe
     or ImageError when the docker backend has no engine or lacks an image a server needs."""
     checked = params.parse(raw)
     servers = [manifest.get(name) for name in checked.frameworks]  # a malformed manifest fails here, not at 3 am
+    elsewhere = [s.name for s in servers if checked.backend not in s.backends]
+    if elsewhere:
+        raise params.ParamsError(
+            f"invalid benchmark parameters: framework(s) {elsewhere} do not run on backend {checked.backend!r} "
+            "(see their manifests' backends)"
+        )
     if checked.backend == "docker":  # no engine, or a base image it cannot get (TF Serving's): say so now
         client = images.engine()
         for server in servers:
@@ -36,18 +57,28 @@ def validate(raw: dict[str, Any]) -> tuple[params.BenchmarkParams, list[TrialSpe
     return checked, specs
 
 
-def train_models(names: list[str]) -> list[models.ExportedModel]:
-    return [models.export(name) for name in names]
+def train_models(names: list[str]) -> list[ExportedModel]:
+    return [export_model(name) for name in names]
 
 
-def build_framework(name: str, checked: params.BenchmarkParams) -> list[str]:
-    """Build what the backend needs to serve the models with this framework (venv, or one image per model)."""
+def exported(folders: list[str]) -> list[ExportedModel]:
+    """The exports `train_models` made, from their folders (as the DAG passes them between tasks)."""
+    return [ExportedModel(Path(folder)) for folder in folders]
+
+
+def build_framework(name: str, checked: params.BenchmarkParams, exports: list[ExportedModel]) -> list[str]:
+    """Build what the backend needs to serve the exported models with this framework (venv, or one image per
+    model)."""
     backend = runner.create(checked.backend, checked.cpuset, checked.memory_mb)
-    return backend.build(manifest.get(name), train_models(checked.models))
+    return backend.build(manifest.get(name), exports)
 
 
 def open_run(
-    checked: params.BenchmarkParams, tracker: Tracker, trigger: str, dag_run_id: str | None = None
+    checked: params.BenchmarkParams,
+    exports: list[ExportedModel],
+    tracker: Tracker,
+    trigger: str,
+    dag_run_id: str | None = None,
 ) -> str:
     """Record the benchmark in the spool and open its MLflow parent run (later, if MLflow is away);
     returns the benchmark's id, which the other stages take. A re-run of a DAG run keeps its id."""
@@ -57,7 +88,7 @@ def open_run(
     bench = spool.create(
         spool.Benchmark(
             spool.benchmark_id(dag_run_id), checked.experiment, _run_name(checked, trigger),
-            checked.model_dump(), tags, list(checked.models), tracker.uri,
+            checked.model_dump(), tags, {e.name: str(e.dir) for e in exports}, tracker.uri,
         )  # fmt: skip
     )
     log.info("benchmark %s: results are kept in %s, then logged to MLflow at %s", bench.id, bench.folder, tracker.uri)
@@ -75,7 +106,7 @@ def _run_name(checked: params.BenchmarkParams, trigger: str) -> str:
 def _parent(bench: spool.Benchmark, tracker: Tracker) -> str:
     """The benchmark's parent run, opened (and its models logged) when MLflow first answers."""
     parent_id = tracker.open_parent(bench)
-    tracker.log_models(parent_id, train_models(bench.models))
+    tracker.log_models(parent_id, exported(list(bench.exports.values())))
     return parent_id
 
 
@@ -126,13 +157,13 @@ def run_and_log(spec: TrialSpec, benchmark: str, tracker: Tracker) -> tuple[Tria
     """Run one trial into the spool and upload it; returns the result and its MLflow run (None while
     MLflow is unreachable: the result waits in the spool)."""
     bench = spool.load(benchmark)
-    result = run_trial(spec, bench.trial_dir(spec.key))
+    result = run_trial(spec, ExportedModel(Path(bench.exports[spec.model])), bench.trial_dir(spec.key))
     return result, upload(bench, tracker).runs.get(spec.key)
 
 
 def planned_trials(parent_id: str, tracker: Tracker) -> list[TrialSpec]:
     """The matrix a parent run was opened for (not re-validated: a framework may have gone since)."""
-    return plan(params.BenchmarkParams.model_construct(**tracker.parent_params(parent_id)))
+    return plan(params.trusted(tracker.parent_params(parent_id)))
 
 
 def summarize(benchmark: str, planned: list[TrialSpec], tracker: Tracker) -> summary.Summary:
@@ -226,13 +257,13 @@ def run_all(raw: dict[str, Any], trigger: str = "cli", tracker: Tracker | None =
     """The whole pipeline in one process, in the DAG's order (what `servebench run` does)."""
     checked, specs = validate(raw)
     tracker = tracker or Tracker()
-    train_models(checked.models)
+    exports = train_models(checked.models)
     for name in checked.frameworks:
         try:
-            build_framework(name, checked)
+            build_framework(name, checked, exports)
         except (BuildError, images.ImageError) as exc:  # its trials fail with this reason; the others go on
             log.error("server %s: %s", name, exc)
-    benchmark = open_run(checked, tracker, trigger)
+    benchmark = open_run(checked, exports, tracker, trigger)
     results = []
     for i, spec in enumerate(specs, 1):
         log.info("=== trial %d/%d: %s", i, len(specs), spec.run_name)

@@ -15,9 +15,8 @@ from urllib.parse import quote
 
 import psutil
 import pytest
-
 from servebench.local_airflow import DAG_ID, LocalAirflow
-from servebench.runner.local import free_port
+from servebench.servers.runner.local import free_port
 
 from .test_trigger_form import SHOTS
 from .trigger_form import chromium, why_no_browser

@@ -11,10 +11,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
-
 from servebench.local_airflow import DAG_ID, LocalAirflow
-from servebench.runner.local import free_port
-
+from servebench.servers.runner.local import free_port
 from unit.test_trigger_form import EVERY_FIELD_SET
 
 from .trigger_form import TriggerForm, chromium, why_no_browser

@@ -11,11 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from servebench import images, manifest, models, pipeline
-from servebench.readiness import wait_ready
-from servebench.runner.container import ContainerRunner, reap_orphans
-from servebench.tracker import TAG_REASON, TAG_STATUS, Tracker
+from mlflow.tracking import MlflowClient
+from servebench import pipeline
+from servebench.models.export import export_model
+from servebench.results.records import TAG_REASON, TAG_STATUS
+from servebench.results.tracker import Tracker
+from servebench.servers import images, manifest
+from servebench.servers.readiness import wait_ready
+from servebench.servers.runner.container import ContainerRunner, reap_orphans
 
 SERVING = ("fastapi", "cpp")
 MATRIX = {"models": ["lr"], "frameworks": [*SERVING, "broken"], "workers": [1], "users": [10],
@@ -30,7 +33,7 @@ def both_backends(engine: Any) -> dict[str, dict[str, Any]]:
     for backend, extra in (("docker", LIMITS), ("local", {})):
         outcome = pipeline.run_all({**MATRIX, **extra, "backend": backend, "experiment": f"containers-{backend}"}, trigger="test")
         tracker = Tracker()
-        runs[backend] = {r.params["framework"]: tracker.client.get_run(r.run_id) for r in tracker.trial_runs(outcome.summary.parent_id)}
+        runs[backend] = {r.params["framework"]: MlflowClient(tracker.uri).get_run(r.run_id) for r in tracker.trial_runs(outcome.summary.parent_id)}
     return runs
 
 
@@ -58,7 +61,7 @@ def test_a_server_that_crashes_in_its_container_fails_alone_with_its_log(both_ba
 
 
 def test_a_container_has_its_limits_its_log_and_is_removed(engine: Any, tmp_path: Path, no_leftover_containers: None) -> None:
-    fastapi, lr = manifest.get("fastapi"), models.export("lr")
+    fastapi, lr = manifest.get("fastapi"), export_model("lr")
     server = ContainerRunner(cpuset="0", memory_mb=256).start(fastapi, lr, 2, tmp_path / "server.log")
     try:
         wait_ready(server, fastapi, lr.meta)
@@ -83,9 +86,10 @@ def test_a_container_has_its_limits_its_log_and_is_removed(engine: Any, tmp_path
 KILLED_OWNER = """
 import os, sys
 from pathlib import Path
-from servebench import manifest, models
-from servebench.runner.container import ContainerRunner
-server = ContainerRunner().start(manifest.get("fastapi"), models.export("lr"), 1, Path(sys.argv[1]))
+from servebench.servers import manifest
+from servebench.models.export import export_model
+from servebench.servers.runner.container import ContainerRunner
+server = ContainerRunner().start(manifest.get("fastapi"), export_model("lr"), 1, Path(sys.argv[1]))
 print(server._container.name, flush=True)
 os._exit(0)  # dies like a SIGKILLed task: no finally, no stop()
 """

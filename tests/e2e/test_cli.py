@@ -8,9 +8,10 @@ import signal
 import subprocess
 from pathlib import Path
 
-from servebench.httpclient import request
-from servebench.runner.local import free_port
-from servebench.tracker import Tracker
+from mlflow.tracking import MlflowClient
+from servebench.base.httpclient import request
+from servebench.results.tracker import Tracker
+from servebench.servers.runner.local import free_port
 
 from .conftest import BIN, run
 
@@ -28,7 +29,7 @@ def test_run_prints_json_and_logs_to_the_tracking_uri_it_is_given(tmp_path: Path
     tracker = Tracker(uri)
     for trial in out["trials"]:
         assert trial["status"] == "ok" and trial["metrics"]["rps"] > 0
-        assert tracker.client.get_run(trial["mlflow_run_id"]).data.metrics["rps"] == trial["metrics"]["rps"]
+        assert MlflowClient(tracker.uri).get_run(trial["mlflow_run_id"]).data.metrics["rps"] == trial["metrics"]["rps"]
     shown = run([str(BIN / "servebench"), "summary", "--experiment", "cli"], env)
     assert shown.returncode == 0 and "fastapi" in shown.stdout and out["parent_run_id"] in shown.stdout
 

@@ -8,11 +8,12 @@ import re
 from pathlib import Path
 
 import pytest
-
-from servebench import environment, pipeline
-from servebench.spool import Benchmark
-from servebench.tracker import Tracker
-from servebench.trial import TrialResult
+from mlflow.tracking import MlflowClient
+from servebench import pipeline
+from servebench.results import environment
+from servebench.results.records import TrialResult
+from servebench.results.spool import Benchmark
+from servebench.results.tracker import Tracker
 
 from .conftest import BIN, run
 
@@ -36,7 +37,7 @@ def seed_history(folder: Path) -> None:
     spec = next(s for s in pipeline.validate(CONF)[1] if s.key == SLOWER)
     tracker = Tracker()
     for night in range(3):
-        bench = Benchmark(f"history-{night}", "e2e", f"scheduled night {night}", {}, {"trigger": "scheduled", **environment.host_tags()}, [], tracker.uri)
+        bench = Benchmark(f"history-{night}", "e2e", f"scheduled night {night}", {}, {"trigger": "scheduled", **environment.host_tags()}, {}, tracker.uri)
         (folder / bench.id).mkdir()
         tracker.log_trial(tracker.open_parent(bench), TrialResult(spec, "ok", metrics={"rps": 1e6 + night}, out_dir=folder / bench.id))
 
@@ -50,10 +51,10 @@ def test_every_trial_is_a_child_run_with_sound_figures(dag_run: dict, no_leftove
     tracker = Tracker()
     parent_id = tracker.latest_parent("e2e")
     assert parent_id, dag_run["output"][-3000:]
-    parent = tracker.client.get_run(parent_id)
+    parent = MlflowClient(tracker.uri).get_run(parent_id)
     assert parent.data.tags["trigger"] == "manual" and parent.data.tags["airflow.dag_run_id"]
     assert all(parent.data.tags[f"model.{m}.sklearn_uri"].startswith("models:/") for m in ("lr", "mlp"))
-    children = {(r.params["model"], r.params["framework"], r.params["workers"]): tracker.client.get_run(r.run_id) for r in tracker.trial_runs(parent_id)}
+    children = {(r.params["model"], r.params["framework"], r.params["workers"]): MlflowClient(tracker.uri).get_run(r.run_id) for r in tracker.trial_runs(parent_id)}
     assert set(children) == {(m, fw, w) for m in ("lr", "mlp") for fw in CONF["frameworks"] for w in ("1", "2")}
     for (model, framework, _), child in children.items():
         if framework not in SERVING:
@@ -71,33 +72,33 @@ def test_every_trial_is_a_child_run_with_sound_figures(dag_run: dict, no_leftove
         assert child.data.params["parity"] == "pass" and m["parity_max_abs_diff"] <= 1e-5
         assert child.data.params["model"] == model and child.data.params["users"] == "8"
         assert child.data.params["duration_s"] == "3.0" and child.data.params["warmup_s"] == "1.0"
-        assert len(tracker.client.get_metric_history(child.info.run_id, "series/rps")) >= 4  # both repeats
+        assert len(MlflowClient(tracker.uri).get_metric_history(child.info.run_id, "series/rps")) >= 4  # both repeats
         # Repeats: median figures, the spread of throughput, each repeat's figures as steps
         assert m["repeats"] == 2 and m["rps_ci95_low"] <= m["rps_mean"] <= m["rps_ci95_high"] and m["rps_cv"] >= 0
-        assert [h.step for h in tracker.client.get_metric_history(child.info.run_id, "repeat/rps")] == [1, 2]
+        assert [h.step for h in MlflowClient(tracker.uri).get_metric_history(child.info.run_id, "repeat/rps")] == [1, 2]
         locust_p50 = 2 * m["locust_latency_ms_p50"]  # the median of two repeats of whole-ms figures
         assert locust_p50 == round(locust_p50) and m["loadgen_saturated"] in (0.0, 1.0)
         assert child.data.tags["servebench.loadgen_saturated"] in ("true", "false")
         assert child.data.params["load"] == "closed" and child.data.params["cpu_split"] == "auto"
         assert child.data.params["server_cpus"] and child.data.params["loadgen_cpus"]
-    artifacts = {a.path for a in tracker.client.list_artifacts(parent_id, "summary")}
+    artifacts = {a.path for a in MlflowClient(tracker.uri).list_artifacts(parent_id, "summary")}
     assert artifacts == {f"summary/{name}" for name in ("index.html", "summary.csv", "summary.md", "throughput_vs_workers.png",
                                                         "latency_percentiles.png", "pareto.png", "resources.png", "timeseries.png", "history.png")}
 
 
 def test_each_trial_links_to_the_registered_model_version_it_served(dag_run: dict) -> None:
     tracker = Tracker()
-    parent = tracker.client.get_run(tracker.latest_parent("e2e"))
+    parent = MlflowClient(tracker.uri).get_run(tracker.latest_parent("e2e"))
     for model in ("lr", "mlp"):
         name, version = parent.data.tags[f"model.{model}.version"].split("/")
-        registered = tracker.client.get_model_version(name, version)
+        registered = MlflowClient(tracker.uri).get_model_version(name, version)
         assert name == f"servebench-{model}" and registered.tags["servebench.export_key"] == parent.data.tags[f"model.{model}.key"]
     for record in tracker.trial_runs(parent.info.run_id):
         if record.params["framework"] not in SERVING:
             continue
         model = record.params["model"]
         assert record.tags["model.version"] == parent.data.tags[f"model.{model}.version"]
-        served = tracker.client.get_run(record.run_id).inputs.model_inputs
+        served = MlflowClient(tracker.uri).get_run(record.run_id).inputs.model_inputs
         flavor = "onnx" if record.params["model_format"] == "onnx" else "sklearn"
         assert [m.model_id for m in served] == [parent.data.tags[f"model.{model}.{flavor}_uri"].removeprefix("models:/")]
 
@@ -115,7 +116,7 @@ def test_a_regression_against_the_nights_before_turns_the_run_red_and_is_reporte
     assert proc.returncode == 0 and proc.stdout.strip() == str(tmp_path / "index.html"), proc.stderr[-2000:]
     page = (tmp_path / "index.html").read_text()
     assert "<li class=bad><b>lr/fastapi/w1/u8</b>: rps " in page and "fastest: <b class=big>" in page
-    logged = Path(tracker.client.download_artifacts(parent_id, "summary/index.html")).read_text()
+    logged = Path(MlflowClient(tracker.uri).download_artifacts(parent_id, "summary/index.html")).read_text()
     strip = lambda text: re.sub(r"Generated [^<]* by servebench", "", text)  # noqa: E731
     assert strip(logged) == strip(page)  # what the DAG logged is what the command rebuilds
 
@@ -124,7 +125,7 @@ def runs_of(framework: str) -> tuple[Tracker, str, list]:
     """The tracker, the e2e parent run, and the trial runs of one framework in it."""
     tracker = Tracker()
     parent_id = tracker.latest_parent("e2e")
-    return tracker, parent_id, [tracker.client.get_run(r.run_id) for r in tracker.trial_runs(parent_id) if r.params["framework"] == framework]
+    return tracker, parent_id, [MlflowClient(tracker.uri).get_run(r.run_id) for r in tracker.trial_runs(parent_id) if r.params["framework"] == framework]
 
 
 def test_a_failing_server_fails_only_its_configurations(dag_run: dict) -> None:
@@ -133,14 +134,14 @@ def test_a_failing_server_fails_only_its_configurations(dag_run: dict) -> None:
     for child in broken:
         assert child.info.status == "FAILED"
         assert child.data.tags["servebench.failure_reason"] == "server exited with code 3 before becoming healthy"
-        tail = tracker.client.download_artifacts(child.info.run_id, "server_log_tail.txt")
+        tail = MlflowClient(tracker.uri).download_artifacts(child.info.run_id, "server_log_tail.txt")
         assert "broken server: cannot load model" in Path(tail).read_text()
     assert "broken server: cannot load model" in dag_run["output"]  # the tail is in the task log too
-    summary_md = Path(tracker.client.download_artifacts(parent_id, "summary/summary.md")).read_text()
+    summary_md = Path(MlflowClient(tracker.uri).download_artifacts(parent_id, "summary/summary.md")).read_text()
     assert "|  | lr | broken | 1 | 8 | failed | - |" in summary_md and "exited with code 3" in summary_md
     # everything was logged, and then the run went red
     assert [r["state"] for r in dag_run["runs"]] == ["failed"]
-    assert tracker.client.get_run(parent_id).info.status == "FAILED"
+    assert MlflowClient(tracker.uri).get_run(parent_id).info.status == "FAILED"
 
 
 def test_invalid_conf_is_rejected_before_any_run(dag_run: dict, airflow_env: dict[str, str]) -> None:
@@ -160,8 +161,8 @@ def test_a_server_whose_answers_differ_is_not_load_tested_and_is_listed(dag_run:
         reason = child.data.tags["servebench.failure_reason"]
         assert reason.startswith("parity: wrong answer to a batch of 16 sample inputs: sample input 5 [")
         assert "rps" not in child.data.metrics  # never load-tested
-        report = json.loads(Path(tracker.client.download_artifacts(child.info.run_id, "parity.json")).read_text())
+        report = json.loads(Path(MlflowClient(tracker.uri).download_artifacts(child.info.run_id, "parity.json")).read_text())
         assert report["passed"] is False
-    summary_md = Path(tracker.client.download_artifacts(parent_id, "summary/summary.md")).read_text()
+    summary_md = Path(MlflowClient(tracker.uri).download_artifacts(parent_id, "summary/summary.md")).read_text()
     assert "|  | mlp | drifting | 2 | 8 | failed | fail |" in summary_md
     assert "not load-tested, answers differ from the reference: lr/drifting/w1/u8: parity: wrong answer" in dag_run["output"]

@@ -7,8 +7,9 @@ import json
 from typing import Any
 
 import pytest
-
-from servebench.tracker import TAG_STATUS, Tracker
+from mlflow.tracking import MlflowClient
+from servebench.results.records import TAG_STATUS
+from servebench.results.tracker import Tracker
 
 from .conftest import BIN, run
 
@@ -26,7 +27,7 @@ def test_the_dag_benchmarks_servers_in_containers(engine: Any, airflow_env: dict
     tracker = Tracker()
     parent_id = tracker.latest_parent("e2e-containers")
     assert parent_id, output[-3000:]
-    children = {r.params["framework"]: tracker.client.get_run(r.run_id) for r in tracker.trial_runs(parent_id)}
+    children = {r.params["framework"]: MlflowClient(tracker.uri).get_run(r.run_id) for r in tracker.trial_runs(parent_id)}
     assert set(children) == {"fastapi", "cpp"}
     for framework, child in children.items():
         params = child.data.params
@@ -34,4 +35,4 @@ def test_the_dag_benchmarks_servers_in_containers(engine: Any, airflow_env: dict
         assert params["backend"] == "docker" and params["cpuset"] == "1" and params["memory_mb"] == "512"
         assert params["image"].startswith(f"servebench-{framework}:") and params["resource_source"] == "engine-stats"
         assert child.data.metrics["rps"] > 0 and child.data.metrics["server_cpu_percent_max"] <= 115
-    assert tracker.client.get_run(parent_id).data.params["backend"] == "docker"
+    assert MlflowClient(tracker.uri).get_run(parent_id).data.params["backend"] == "docker"

@@ -15,9 +15,11 @@ from typing import Iterator
 
 import psutil
 import pytest
-
-from servebench import spool, teardown
-from servebench.tracker import TAG_REASON, TAG_STATUS, Tracker
+from mlflow.tracking import MlflowClient
+from servebench.base import teardown
+from servebench.results import spool
+from servebench.results.records import TAG_REASON, TAG_STATUS
+from servebench.results.tracker import Tracker
 
 from .conftest import BIN, run
 
@@ -93,7 +95,7 @@ def test_rerunning_a_trial_task_replaces_its_mlflow_run(killed_run: dict, airflo
     after = {r.params["framework"]: r for r in tracker.trial_runs(parent_id)}  # type: ignore[arg-type]
     assert set(after) == {killed, other} and after[other].run_id == before[other]
     assert after[killed].run_id != before[killed] and after[killed].tags[TAG_STATUS] == "ok"
-    assert tracker.client.get_run(before[killed]).info.lifecycle_stage == "deleted"  # one run per configuration
+    assert MlflowClient(tracker.uri).get_run(before[killed]).info.lifecycle_stage == "deleted"  # one run per configuration
 
 
 def _free_port() -> int:
@@ -155,9 +157,9 @@ def test_a_run_against_a_dead_mlflow_loses_nothing_and_syncs_exactly_once(no_lef
 
     tracker = Tracker(uri)
     parent_id = tracker.latest_parent("offline")
-    parent = tracker.client.get_run(parent_id)  # type: ignore[arg-type]
+    parent = MlflowClient(tracker.uri).get_run(parent_id)  # type: ignore[arg-type]
     assert parent.info.status == "FINISHED" and parent.data.tags["servebench.benchmark_id"] == bench.id
-    assert {a.path for a in tracker.client.list_artifacts(parent_id, "summary")} >= {"summary/index.html", "summary/summary.csv", "summary/summary.md"}
+    assert {a.path for a in MlflowClient(tracker.uri).list_artifacts(parent_id, "summary")} >= {"summary/index.html", "summary/summary.csv", "summary/summary.md"}
     assert parent_id in (bench.summary_dir / "index.html").read_text()  # rebuilt from MLflow by sync
     runs = {r.params["framework"]: r for r in tracker.trial_runs(parent_id)}  # type: ignore[arg-type]
     for trial in report["trials"]:
@@ -165,9 +167,9 @@ def test_a_run_against_a_dead_mlflow_loses_nothing_and_syncs_exactly_once(no_lef
         assert {k: run.metrics[k] for k in trial["metrics"]} == trial["metrics"]  # every figure, exactly as measured
         spooled = json.loads((bench.trial_dir(f"lr-{trial['framework']}-w1-u4") / "result.json").read_text())
         for name, points in spooled["series"].items():
-            history = tracker.client.get_metric_history(run.run_id, name)
+            history = MlflowClient(tracker.uri).get_metric_history(run.run_id, name)
             assert sorted((m.step, m.value) for m in history) == sorted((s, v) for s, v in points), name  # once each
     again = subprocess.run([str(BIN / "servebench"), "sync"], env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "nothing to sync" in again.stdout
-    everything = tracker.client.search_runs([parent.info.experiment_id])
+    everything = MlflowClient(tracker.uri).search_runs([parent.info.experiment_id])
     assert len(everything) == 3  # one parent, one run per configuration: nothing twice

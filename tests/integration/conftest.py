@@ -4,16 +4,17 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
-
-from servebench import manifest, models
-from servebench.readiness import wait_ready
-from servebench.runner.base import ServerHandle
-from servebench.runner.local import LocalProcessRunner
+from servebench.models.export import ExportedModel, export_model
+from servebench.models.recipes import MODEL_NAMES
+from servebench.servers import manifest
+from servebench.servers.readiness import wait_ready
+from servebench.servers.runner.base import ServerHandle
+from servebench.servers.runner.local import LocalProcessRunner
 
 
 @pytest.fixture(scope="session")
-def exports(servebench_home: Path) -> dict[str, models.ExportedModel]:
-    return {name: models.export(name) for name in models.MODEL_NAMES}
+def exports(servebench_home: Path) -> dict[str, ExportedModel]:
+    return {name: export_model(name) for name in MODEL_NAMES}
 
 
 @pytest.fixture

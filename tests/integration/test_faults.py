@@ -14,14 +14,18 @@ from pathlib import Path
 
 import psutil
 import pytest
-
-from servebench import build, manifest, pipeline, teardown
+from mlflow.tracking import MlflowClient
+from servebench import pipeline
 from servebench.airflow_tasks import StoppingPythonOperator
-from servebench.runner.base import ServerFailed
-from servebench.runner.local import LocalProcessRunner, group_members
-from servebench.spec import TrialSpec
-from servebench.tracker import TAG_REASON, TAG_STATUS, Tracker
-from servebench.trial import run_trial
+from servebench.base import teardown
+from servebench.config.spec import TrialSpec
+from servebench.measure.trial import run_trial
+from servebench.models.export import ExportedModel
+from servebench.results.records import TAG_REASON, TAG_STATUS
+from servebench.results.tracker import Tracker
+from servebench.servers import build, manifest
+from servebench.servers.runner.base import ServerFailed
+from servebench.servers.runner.local import LocalProcessRunner, group_members
 
 SHORT = {"models": ["lr"], "users": [4], "spawn_rate": 20, "duration": 4, "warmup": 1, "repeats": 1}
 
@@ -89,30 +93,30 @@ def test_a_crash_mid_load_marks_only_its_configuration(tmp_path: Path, no_leftov
     runs = {r.params["framework"]: r for r in tracker.trial_runs(outcome.summary.parent_id)}
     assert {f: r.tags[TAG_STATUS] for f, r in runs.items()} == {"fastapi": "degraded", "fastapi-gunicorn": "failed", "flask": "ok"}
     assert runs["fastapi-gunicorn"].tags[TAG_REASON] == server_killed.reason
-    artifacts = {a.path for a in tracker.client.list_artifacts(runs["fastapi-gunicorn"].run_id)}
+    artifacts = {a.path for a in MlflowClient(tracker.uri).list_artifacts(runs["fastapi-gunicorn"].run_id)}
     assert "server_log_tail.txt" in artifacts and "server.log" in artifacts
     assert [r["status"] for r in outcome.summary.rows] == ["degraded", "failed", "ok"]
 
 
-def test_a_server_that_never_gets_healthy_fails_with_its_log(tmp_path: Path, no_leftover_processes: None) -> None:
-    result = run_trial(TrialSpec("lr", "unready", 1, 4, 20.0, 2.0, 0.0), tmp_path / "trial")
+def test_a_server_that_never_gets_healthy_fails_with_its_log(exports: dict[str, ExportedModel], tmp_path: Path, no_leftover_processes: None) -> None:
+    result = run_trial(TrialSpec.of("lr", "unready", 1, 4, spawn_rate=20.0, duration=2.0, warmup=0.0), exports["lr"], tmp_path / "trial")
     assert result.status == "failed"
     assert result.reason.startswith("server not healthy after 3s at http://127.0.0.1:")
     assert "loading a model that never finishes" in result.log_tail
     tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    from servebench.spool import Benchmark
+    from servebench.results.spool import Benchmark
 
-    parent = tracker.open_parent(Benchmark("unready", "faults", "unready", {}, {}, [], tracker.uri))
+    parent = tracker.open_parent(Benchmark("unready", "faults", "unready", {}, {}, {}, tracker.uri))
     run_id = tracker.log_trial(parent, result)
-    assert tracker.client.get_run(run_id).data.tags[TAG_REASON] == result.reason
-    tail = Path(tracker.client.download_artifacts(run_id, "server_log_tail.txt", str(tmp_path))).read_text()
+    assert MlflowClient(tracker.uri).get_run(run_id).data.tags[TAG_REASON] == result.reason
+    tail = Path(MlflowClient(tracker.uri).download_artifacts(run_id, "server_log_tail.txt", str(tmp_path))).read_text()
     assert "loading a model that never finishes" in tail
 
 
-def test_hung_responses_are_bounded_by_the_request_timeout(tmp_path: Path, no_leftover_processes: None) -> None:
+def test_hung_responses_are_bounded_by_the_request_timeout(exports: dict[str, ExportedModel], tmp_path: Path, no_leftover_processes: None) -> None:
     # the whole server stalls 300 ms every second; a request may take 100 ms
-    spec = TrialSpec("lr", "stalling", 1, 4, 20.0, 4.0, 1.0, request_timeout_s=0.1)
-    result = run_trial(spec, tmp_path)
+    spec = TrialSpec.of("lr", "stalling", 1, 4, spawn_rate=20.0, duration=4.0, warmup=1.0, request_timeout=0.1)
+    result = run_trial(spec, exports["lr"], tmp_path)
     assert result.status == "degraded" and result.metrics["failures"] > 0, result.reason
     assert "requests failed" in result.reason and "timed out" in result.reason.lower(), result.reason
     assert result.metrics["latency_ms_max"] < 1000  # every answer counted came within the bound (plus Locust's slack)
@@ -163,14 +167,14 @@ def _wait_for(predicate, timeout_s: float) -> bool:  # type: ignore[no-untyped-d
     return False
 
 
-def test_an_airflow_execution_timeout_stops_the_trial_and_records_it(tmp_path: Path, no_leftover_processes: None) -> None:
+def test_an_airflow_execution_timeout_stops_the_trial_and_records_it(exports: dict[str, ExportedModel], tmp_path: Path, no_leftover_processes: None) -> None:
     from airflow.sdk.exceptions import AirflowTaskTimeout
     from airflow.sdk.execution_time.timeout import timeout
 
-    spec = TrialSpec("lr", "paced", 1, 4, 20.0, 60.0, 1.0)
+    spec = TrialSpec.of("lr", "paced", 1, 4, spawn_rate=20.0, duration=60.0, warmup=1.0)
     began = time.monotonic()
     with pytest.raises(AirflowTaskTimeout), timeout(6):  # what Airflow wraps a task with execution_timeout in
-        run_trial(spec, tmp_path)
+        run_trial(spec, exports["lr"], tmp_path)
     assert time.monotonic() - began < 20  # not the 60 s of load
     saved = (tmp_path / "result.json").read_text()
     assert '"status": "failed"' in saved and '"reason": "aborted: AirflowTaskTimeout: Timeout' in saved

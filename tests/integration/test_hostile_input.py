@@ -26,11 +26,10 @@ import psutil
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from servebench import contract, manifest
-from servebench.manifest import Manifest
-from servebench.runner.base import HOST, ServerHandle
-from servebench.runner.local import group_members
+from servebench.servers import contract, manifest
+from servebench.servers.manifest import Manifest
+from servebench.servers.runner.base import HOST, ServerHandle
+from servebench.servers.runner.local import group_members
 
 N_FEATURES = 30  # the `lr` model's
 MAX_BATCH_ROWS = 1024  # servers/_common/servebench_model.py, cpp/src/contract.h

@@ -6,11 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from servebench import capacity, latency, loadgen
-from servebench.readiness import wait_healthy
-from servebench.spec import TrialSpec
-from servebench.trial import run_trial
+from servebench.config.spec import TrialSpec
+from servebench.measure import capacity, latency, loadgen
+from servebench.measure.trial import run_trial
+from servebench.models.export import ExportedModel
+from servebench.servers.readiness import wait_healthy
 
 
 def _started(start_server, name: str):  # type: ignore[no-untyped-def]
@@ -55,9 +55,9 @@ def test_open_loop_counts_the_queueing_that_closed_loop_omits(start_server, expo
     assert opened.requests == pytest.approx(200 * 6, rel=0.1)  # the arrival rate was kept
 
 
-def test_a_saturated_load_generator_is_flagged(tmp_path: Path, no_leftover_processes: None) -> None:
+def test_a_saturated_load_generator_is_flagged(exports: dict[str, ExportedModel], tmp_path: Path, no_leftover_processes: None) -> None:
     # The C++ server answers in tens of microseconds: one Locust process cannot keep up with it.
-    result = run_trial(TrialSpec("lr", "cpp", 1, 20, 20.0, 3.0, 1.0), tmp_path)
+    result = run_trial(TrialSpec.of("lr", "cpp", 1, 20, spawn_rate=20.0, duration=3.0, warmup=1.0), exports["lr"], tmp_path)
     assert result.ok, result.reason
     print(f"loadgen cpu {result.metrics['loadgen_cpu_percent_avg']:.0f}%, {result.metrics['rps']:.0f} rps")
     assert "loadgen_saturated" in result.flags and result.metrics["loadgen_saturated"] == 1.0
@@ -82,17 +82,17 @@ def test_capacity_search_converges_on_a_known_capacity(start_server, exports, tm
     assert all(not s.passed for s in steps if s.rate > 210.0)
 
 
-def test_repeats_and_capacity_search_through_a_trial(tmp_path: Path, no_leftover_processes: None) -> None:
-    spec = TrialSpec("lr", "fastapi", 1, 8, 8.0, 2.0, 0.5, repeats=2, capacity=False)
-    result = run_trial(spec, tmp_path / "repeats")
+def test_repeats_and_capacity_search_through_a_trial(exports: dict[str, ExportedModel], tmp_path: Path, no_leftover_processes: None) -> None:
+    spec = TrialSpec.of("lr", "fastapi", 1, 8, spawn_rate=8.0, duration=2.0, warmup=0.5, repeats=2, capacity=False)
+    result = run_trial(spec, exports["lr"], tmp_path / "repeats")
     assert result.ok, result.reason
     m = result.metrics
     assert m["repeats"] == 2 and m["rps_ci95_low"] <= m["rps_mean"] <= m["rps_ci95_high"] and m["rps_cv"] >= 0
     assert [step for step, _ in result.series["repeat/rps"]] == [1, 2]
     for folder in ("repeat-1", "repeat-2"):
         assert (tmp_path / "repeats" / folder / "latency.hlog").is_file()
-    spec = TrialSpec("lr", "fastapi", 1, 8, 8.0, 2.0, 0.5, capacity=True, slo_p99_ms=20.0)
-    result = run_trial(spec, tmp_path / "capacity")
+    spec = TrialSpec.of("lr", "fastapi", 1, 8, spawn_rate=8.0, duration=2.0, warmup=0.5, capacity=True, slo_p99_ms=20.0)
+    result = run_trial(spec, exports["lr"], tmp_path / "capacity")
     assert result.ok, result.reason
     steps = (tmp_path / "capacity" / "capacity_steps.csv").read_text().splitlines()
     print("\n".join(steps), "\nmax rps at SLO", result.metrics.get("max_rps_at_slo"))

@@ -6,16 +6,16 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
-
-from servebench.spool import Benchmark
-from servebench.tracker import Tracker
+from mlflow.tracking import MlflowClient
+from servebench.results.spool import Benchmark
+from servebench.results.tracker import Tracker
 
 
 def test_both_models_log_once_and_load_back(exports, tmp_path: Path) -> None:
     tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    parent = tracker.open_parent(Benchmark("first", "models", "first", {}, {}, [], tracker.uri))
+    parent = tracker.open_parent(Benchmark("first", "models", "first", {}, {}, {}, tracker.uri))
     tracker.log_models(parent, list(exports.values()))
-    tags = tracker.client.get_run(parent).data.tags
+    tags = MlflowClient(tracker.uri).get_run(parent).data.tags
     for name, export in exports.items():
         inputs = np.asarray(export.meta["samples"]["inputs"])
         sk_model = mlflow.sklearn.load_model(tags[f"model.{name}.sklearn_uri"])
@@ -24,15 +24,15 @@ def test_both_models_log_once_and_load_back(exports, tmp_path: Path) -> None:
         assert onnx_model.metadata.get_input_schema().inputs[0].shape == (-1, 30)
         assert tags[f"model.{name}.key"] == export.key
         registered, version = tags[f"model.{name}.version"].split("/")
-        found = tracker.client.get_model_version(registered, version)
+        found = MlflowClient(tracker.uri).get_model_version(registered, version)
         assert registered == f"servebench-{name}" and found.run_id == parent
         assert found.tags["servebench.export_key"] == export.key and found.tags["onnx_uri"] == tags[f"model.{name}.onnx_uri"]
         loaded = mlflow.sklearn.load_model(f"models:/{registered}/{version}")  # the registry serves the same model
         np.testing.assert_allclose(loaded.predict_proba(inputs), export.meta["samples"]["probabilities"])
     # a second benchmark serving the same exports links to the models instead of copying them again
-    second = tracker.open_parent(Benchmark("second", "models", "second", {}, {}, [], tracker.uri))
+    second = tracker.open_parent(Benchmark("second", "models", "second", {}, {}, {}, tracker.uri))
     tracker.log_models(second, list(exports.values()))
-    again = tracker.client.get_run(second).data.tags
+    again = MlflowClient(tracker.uri).get_run(second).data.tags
     assert all(again[f"model.{n}.sklearn_uri"] == tags[f"model.{n}.sklearn_uri"] for n in exports)
     assert all(again[f"model.{n}.version"] == tags[f"model.{n}.version"] for n in exports)  # one version per export
-    assert [str(v.version) for v in tracker.client.search_model_versions("name = 'servebench-lr'")] == ["1"]
+    assert [str(v.version) for v in MlflowClient(tracker.uri).search_model_versions("name = 'servebench-lr'")] == ["1"]

@@ -6,10 +6,9 @@ import json
 
 import psutil
 import pytest
-
-from servebench import contract, manifest
-from servebench.httpclient import request
-from servebench.runner.local import group_members
+from servebench.base.httpclient import request
+from servebench.servers import contract, manifest
+from servebench.servers.runner.local import group_members
 
 OVERSIZE = b'{"instances": [' + b",".join([b"[" + b",".join([b"1.0"] * 30) + b"]"] * 9000) + b"]}"
 

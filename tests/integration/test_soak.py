@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from servebench.spec import TrialSpec
-from servebench.trial import run_trial
+from servebench.config.spec import TrialSpec
+from servebench.measure.trial import run_trial
+from servebench.models.export import ExportedModel
 
 
-def test_a_leaking_server_is_caught_and_a_steady_one_is_not(tmp_path: Path, no_leftover_processes: None) -> None:
+def test_a_leaking_server_is_caught_and_a_steady_one_is_not(exports: dict[str, ExportedModel], tmp_path: Path, no_leftover_processes: None) -> None:
     # leaking: 8 KiB kept per prediction; paced: the same server without the leak
     figures = {}
     for framework in ("leaking", "paced"):
-        spec = TrialSpec("lr", framework, 1, 2, 20.0, 1.0, 1.0, repeats=3, soak_minutes=0.25)
-        result = run_trial(spec, tmp_path / framework)
+        spec = TrialSpec.of("lr", framework, 1, 2, spawn_rate=20.0, duration=1.0, warmup=1.0, repeats=3, soak_minutes=0.25)
+        result = run_trial(spec, exports["lr"], tmp_path / framework)
         assert result.ok, result.reason
         assert spec.key == f"lr-{framework}-w1-u2-soak0.25m" and result.metrics["repeats"] == 1  # one long run
         assert result.metrics["requests"] / result.metrics["rps"] > 14  # a 15 s window, not 1 s

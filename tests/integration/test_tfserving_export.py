@@ -8,14 +8,15 @@ import json
 from pathlib import Path
 
 import pytest
+from servebench.models.export import export_model
+from servebench.models.recipes import MODEL_NAMES
+from servebench.servers import build, contract, manifest
 
-from servebench import build, contract, manifest, models
 
-
-@pytest.mark.parametrize("model", models.MODEL_NAMES)
+@pytest.mark.parametrize("model", MODEL_NAMES)
 def test_the_saved_model_matches_the_reference(model: str) -> None:
     built = build.build(manifest.get("tfserving"))
-    export = models.export(model)
+    export = export_model(model)
     build.prepare(built, export)
     prepared = Path(str(built.values(export)["prepared_dir"]))
     report = json.loads((prepared / "parity.json").read_text())

@@ -6,16 +6,17 @@ import json
 from pathlib import Path
 
 import pytest
+from mlflow.tracking import MlflowClient
+from servebench.config.spec import TrialSpec
+from servebench.measure import loadgen
+from servebench.measure.trial import run_trial
+from servebench.models.export import ExportedModel
+from servebench.servers.readiness import wait_healthy
+from servebench.servers.runner.base import ServerFailed
 
-from servebench import loadgen
-from servebench.readiness import wait_healthy
-from servebench.runner.base import ServerFailed
-from servebench.spec import TrialSpec
-from servebench.trial import run_trial
 
-
-def test_a_trial_measures_only_the_window(tmp_path: Path, no_leftover_processes: None) -> None:
-    result = run_trial(TrialSpec("lr", "fastapi", 1, 8, 8.0, 3.0, 1.0), tmp_path)
+def test_a_trial_measures_only_the_window(exports: dict[str, ExportedModel], tmp_path: Path, no_leftover_processes: None) -> None:
+    result = run_trial(TrialSpec.of("lr", "fastapi", 1, 8, spawn_rate=8.0, duration=3.0, warmup=1.0), exports["lr"], tmp_path)
     assert result.ok, result.reason
     m = result.metrics
     assert m["requests"] > 100 and m["rps"] > 0 and m["error_rate"] == 0
@@ -32,8 +33,8 @@ def test_a_trial_measures_only_the_window(tmp_path: Path, no_leftover_processes:
     assert result.context["stop_graceful"] == "true" and result.context["inference_threads"] == "1"
 
 
-def test_a_server_that_exits_fails_its_trial_with_its_log(tmp_path: Path, no_leftover_processes: None) -> None:
-    result = run_trial(TrialSpec("lr", "broken", 1, 4, 4.0, 2.0, 0.0), tmp_path)
+def test_a_server_that_exits_fails_its_trial_with_its_log(exports: dict[str, ExportedModel], tmp_path: Path, no_leftover_processes: None) -> None:
+    result = run_trial(TrialSpec.of("lr", "broken", 1, 4, spawn_rate=4.0, duration=2.0, warmup=0.0), exports["lr"], tmp_path)
     assert result.status == "failed"
     assert result.reason == "server exited with code 3 before becoming healthy"
     assert "broken server: cannot load model" in result.log_tail
@@ -52,18 +53,18 @@ def test_wrong_answers_are_caught_before_and_during_load(start_server, exports, 
 
 
 def test_loadgen_against_nothing_counts_failures(exports, tmp_path: Path) -> None:
-    from servebench.runner.local import free_port
+    from servebench.servers.runner.local import free_port
 
     spec = loadgen.LoadSpec(f"http://127.0.0.1:{free_port()}", str(exports["lr"].meta_path), 2, 10, 2, 0, 1.0)
     load = loadgen.run(spec, tmp_path)
     assert load.requests > 0 and load.failures == load.requests
 
 
-def test_a_server_that_disagrees_with_the_reference_is_not_load_tested(tmp_path: Path, no_leftover_processes: None) -> None:
-    from servebench.spool import Benchmark
-    from servebench.tracker import Tracker
+def test_a_server_that_disagrees_with_the_reference_is_not_load_tested(exports: dict[str, ExportedModel], tmp_path: Path, no_leftover_processes: None) -> None:
+    from servebench.results.spool import Benchmark
+    from servebench.results.tracker import Tracker
 
-    result = run_trial(TrialSpec("lr", "drifting", 1, 4, 4.0, 2.0, 0.0), tmp_path)
+    result = run_trial(TrialSpec.of("lr", "drifting", 1, 4, spawn_rate=4.0, duration=2.0, warmup=0.0), exports["lr"], tmp_path)
     assert result.status == "failed" and result.context == {"parity": "fail"}
     assert result.reason.startswith("parity: wrong answer to a batch of 16 sample inputs: sample input 5 [")
     assert "probabilities differ by 2.00e-04 (> 1e-05)" in result.reason
@@ -72,8 +73,8 @@ def test_a_server_that_disagrees_with_the_reference_is_not_load_tested(tmp_path:
     assert report["passed"] is False and [c["problem"] is None for c in report["checks"]] == [True, False]
     assert report["checks"][1]["max_abs_diff"] == pytest.approx(2e-4, rel=1e-3)
     tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    parent = tracker.open_parent(Benchmark("parity", "parity-test", "parity", {"models": ["lr"]}, {}, [], tracker.uri))
-    run = tracker.client.get_run(tracker.log_trial(parent, result))
+    parent = tracker.open_parent(Benchmark("parity", "parity-test", "parity", {"models": ["lr"]}, {}, {}, tracker.uri))
+    run = MlflowClient(tracker.uri).get_run(tracker.log_trial(parent, result))
     assert run.data.params["parity"] == "fail" and run.data.tags["servebench.failure_reason"] == result.reason
-    artifacts = {a.path for a in tracker.client.list_artifacts(run.info.run_id)}
+    artifacts = {a.path for a in MlflowClient(tracker.uri).list_artifacts(run.info.run_id)}
     assert "parity.json" in artifacts and "server.log" in artifacts

@@ -8,9 +8,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
-from servebench import contract, params
-from servebench.spec import plan
+from servebench import pipeline
+from servebench.config import params
+from servebench.config.spec import plan
+from servebench.servers import contract
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -37,7 +38,7 @@ def test_the_backend_defaults_to_the_environment_then_local(monkeypatch: pytest.
 )
 def test_bad_backend_params_name_the_problem(raw: dict, message: str) -> None:
     with pytest.raises(params.ParamsError) as err:
-        params.parse(raw)
+        pipeline.validate(raw)  # the field rules, then what the servers' manifests allow
     assert message in str(err.value)
 
 
@@ -45,7 +46,7 @@ def test_container_trials_carry_their_backend_and_limits() -> None:
     checked = params.parse({"backend": "docker", "frameworks": ["fastapi"], "models": ["lr"], "workers": [1],
                             "cpuset": "0", "memory_mb": 512})  # fmt: skip
     (spec,) = plan(checked)
-    assert (spec.backend, spec.cpuset, spec.memory_mb) == ("docker", "0", 512)
+    assert (spec.settings.backend, spec.settings.cpuset, spec.settings.memory_mb) == ("docker", "0", 512)
     assert spec.key == "lr-fastapi-w1-u50-docker" and spec.run_name.endswith("· docker")
     (local,) = plan(params.parse({"backend": "local", "frameworks": ["fastapi"], "models": ["lr"], "workers": [1]}))
     assert local.key == "lr-fastapi-w1-u50", "local keys are unchanged: earlier nights still compare"

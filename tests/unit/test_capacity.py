@@ -1,8 +1,7 @@
 """Capacity search against a model of a server (the real search on a real server is an integration test)."""
 
 import pytest
-
-from servebench import capacity
+from servebench.measure import capacity
 
 
 def queue_model(capacity_rps: float, slo_ms: float = 100.0):  # type: ignore[no-untyped-def]

@@ -1,7 +1,6 @@
 import numpy as np
 import pytest
-
-from servebench import contract
+from servebench.servers import contract
 
 CLASSES = [0, 1, 2]
 META = {

@@ -14,16 +14,16 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from servebench import images, manifest, models
+from servebench.models.export import ExportedModel, export_model
+from servebench.servers import images, manifest
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKERFILES = sorted((REPO / "docker").glob("*.Dockerfile"))
 
 
 @pytest.fixture(scope="module")
-def lr() -> models.ExportedModel:
-    return models.export("lr")
+def lr() -> ExportedModel:
+    return export_model("lr")
 
 
 @pytest.fixture(autouse=True)
@@ -41,7 +41,7 @@ def test_every_shipped_server_has_a_dockerfile_with_a_healthcheck_and_a_non_root
     assert re.search(r"^ARG \w+_IMAGE=", text, re.M), "base images are build arguments"
 
 
-def test_the_context_mirrors_the_repository_and_fills_the_manifest_for_the_container(tmp_path: Path, lr: models.ExportedModel) -> None:
+def test_the_context_mirrors_the_repository_and_fills_the_manifest_for_the_container(tmp_path: Path, lr: ExportedModel) -> None:
     images.assemble_context(manifest.get("fastapi"), lr, tmp_path)
     srv = tmp_path / "srv"
     assert (srv / "servers" / "fastapi" / "app.py").is_file() and (srv / "servers" / "_common" / "servebench_model.py").is_file()
@@ -58,7 +58,7 @@ def test_the_context_mirrors_the_repository_and_fills_the_manifest_for_the_conta
 
 
 def test_a_native_server_gets_its_sources_and_artifact_list(tmp_path: Path) -> None:
-    weights_model = models.export("lr")
+    weights_model = export_model("lr")
     images.assemble_context(manifest.get("cpp"), weights_model, tmp_path)
     srv = tmp_path / "srv"
     assert (srv / "cpp" / "CMakeLists.txt").is_file(), "sources keep their place relative to servers/"

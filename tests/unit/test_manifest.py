@@ -1,9 +1,8 @@
 from pathlib import Path
 
 import pytest
-
-from servebench import build, manifest
-from servebench.manifest import ManifestError
+from servebench.servers import build, manifest
+from servebench.servers.manifest import ManifestError
 
 REPO = Path(__file__).resolve().parents[2]
 VALID = """

@@ -1,9 +1,8 @@
 import numpy as np
 import pytest
-
-from servebench import aggregate, latency, metrics
-from servebench.loadgen import LoadResult
-from servebench.sampler import Sample
+from servebench.measure import aggregate, latency, metrics
+from servebench.measure.loadgen import LoadResult
+from servebench.measure.sampler import Sample
 
 
 def hist(latencies_ms) -> latency.HdrHistogram:  # type: ignore[no-untyped-def]

@@ -1,6 +1,11 @@
 import pytest
-
-from servebench.params import NIGHTLY_FRAMEWORKS, BenchmarkParams, ParamsError, json_schemas, parse
+from servebench.config.params import (
+    NIGHTLY_FRAMEWORKS,
+    BenchmarkParams,
+    ParamsError,
+    json_schemas,
+    parse,
+)
 
 
 def test_defaults_are_valid() -> None:

@@ -1,7 +1,6 @@
 import pytest
-
-from servebench import placement
-from servebench.params import ParamsError, parse
+from servebench.base import placement
+from servebench.config.params import ParamsError, parse
 
 
 def test_auto_splits_a_machine_of_four_cpus_or_more_in_halves(monkeypatch: pytest.MonkeyPatch) -> None:

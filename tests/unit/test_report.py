@@ -8,12 +8,15 @@ import time
 from pathlib import Path
 
 import pytest
-
-from servebench import cli, pipeline, report, spool, summary
-from servebench.spec import TrialSpec
-from servebench.spool import Benchmark
-from servebench.tracker import Tracker
-from servebench.trial import TrialResult
+from mlflow.tracking import MlflowClient
+from servebench import cli, pipeline
+from servebench.config.spec import TrialSpec
+from servebench.report import page as report
+from servebench.report import summary
+from servebench.results import spool
+from servebench.results.records import TrialResult
+from servebench.results.spool import Benchmark
+from servebench.results.tracker import Tracker
 
 HOST = {"trigger": "scheduled", "host.fingerprint": "h1", "host.name": "bench-1", "host.cpu_count": "2"}
 PARAMS = {"models": ["lr", "mlp"], "frameworks": ["cpp", "fastapi", "flask"], "workers": [1, 2], "users": [8], "duration": 5.0}
@@ -28,7 +31,7 @@ FIGURES = {
 
 
 def spec(model: str, framework: str, workers: int) -> TrialSpec:
-    return TrialSpec(model, framework, workers, 8, 10.0, 5.0, 1.0)
+    return TrialSpec.of(model, framework, workers, 8, spawn_rate=10.0, duration=5.0, warmup=1.0)
 
 
 def trial(model: str, framework: str, workers: int, out: Path, scale: float = 1.0, status: str = "ok") -> TrialResult:
@@ -54,7 +57,7 @@ def tracker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Tracker:
 
 def benchmark(tracker: Tracker, tmp_path: Path, name: str, scale: float = 1.0, tags: dict | None = None) -> str:
     """A logged benchmark of FIGURES (throughput times `scale`), plus a failed and a degraded configuration."""
-    bench = spool.create(Benchmark(name, "nightly", f"night {name}", PARAMS, {**HOST, **(tags or {})}, [], tracker.uri))
+    bench = spool.create(Benchmark(name, "nightly", f"night {name}", PARAMS, {**HOST, **(tags or {})}, {}, tracker.uri))
     for model, framework, workers in FIGURES:
         key = spec(model, framework, workers).key
         trial(model, framework, workers, bench.trial_dir(key), scale).save()
@@ -104,7 +107,7 @@ def test_the_report_names_the_winner_its_cost_and_every_configuration(tracker: T
     assert float(table[rows["lr/cpp/w1/u8"]["run_id"]]["rps_per_core"]) == pytest.approx(3333.33, abs=0.01)
     assert "| ★ | lr | fastapi | 2 | 8 | ok |" in files[1].read_text()
     # what the summary task logged to the parent run is this same report
-    logged = {a.path for a in tracker.client.list_artifacts(parent, "summary")}
+    logged = {a.path for a in MlflowClient(tracker.uri).list_artifacts(parent, "summary")}
     assert {f"summary/{n}" for n in names} == logged
 
 

@@ -3,12 +3,13 @@
 from pathlib import Path
 
 import pytest
-
-from servebench import report, summary
-from servebench.spec import TrialSpec
-from servebench.spool import Benchmark
-from servebench.tracker import Tracker
-from servebench.trial import TrialResult
+from mlflow.tracking import MlflowClient
+from servebench.config.spec import TrialSpec
+from servebench.report import page as report
+from servebench.report import summary
+from servebench.results.records import TrialResult
+from servebench.results.spool import Benchmark
+from servebench.results.tracker import Tracker
 
 
 @pytest.fixture
@@ -17,11 +18,11 @@ def tracker(tmp_path: Path) -> Tracker:
 
 
 def bench(benchmark_id: str, params: dict | None = None, tags: dict | None = None) -> Benchmark:
-    return Benchmark(benchmark_id, "exp", f"manual {benchmark_id}", params or {}, tags or {}, [], "sqlite://")
+    return Benchmark(benchmark_id, "exp", f"manual {benchmark_id}", params or {}, tags or {}, {}, "sqlite://")
 
 
 def result(framework: str, workers: int, rps: float, out_dir: Path, status: str = "ok", reason: str = "") -> TrialResult:
-    spec = TrialSpec("lr", framework, workers, 10, 10.0, 5.0, 1.0)
+    spec = TrialSpec.of("lr", framework, workers, 10, spawn_rate=10.0, duration=5.0, warmup=1.0)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "server.log").write_text("hello from the server\n")
     figures = {"rps": rps, "error_rate": 0.0, "latency_ms_p50": 1.0, "latency_ms_p95": 2.0, "latency_ms_p99": 3.0} if status == "ok" else {}
@@ -34,23 +35,23 @@ def test_trials_are_child_runs_with_public_names(tracker: Tracker, tmp_path: Pat
     assert tracker.open_parent(bench("dag-r1")) == parent  # a re-run (or a retried upload) reuses it
     assert tracker.open_parent(bench("dag-r2")) != parent
     child = tracker.log_trial(parent, result("fastapi", 2, 1500.0, tmp_path / "a"))
-    run = tracker.client.get_run(child)
+    run = MlflowClient(tracker.uri).get_run(child)
     assert run.data.tags["airflow.dag_run_id"] == "r1" and run.data.tags["servebench.upload"] == "complete"
     assert run.info.run_name == "lr · fastapi · w2 · u10" and run.info.status == "FINISHED"
     assert run.data.params["framework"] == "fastapi" and run.data.params["workers"] == "2"
     assert run.data.params["duration_s"] == "5.0" and run.data.params["backend"] == "local"
     assert run.data.metrics["rps"] == 1500.0 and run.data.tags["servebench.flags"] == "loadgen_saturated"
-    history = tracker.client.get_metric_history(child, "series/rps")
+    history = MlflowClient(tracker.uri).get_metric_history(child, "series/rps")
     assert [(m.step, m.value) for m in history] == [(0, 1500.0), (1, 1501.0)]
-    assert "server.log" in [a.path for a in tracker.client.list_artifacts(child)]
+    assert "server.log" in [a.path for a in MlflowClient(tracker.uri).list_artifacts(child)]
 
 
 def test_summary_lists_failed_and_missing_trials(tracker: Tracker, tmp_path: Path) -> None:
     parent = tracker.open_parent(bench("b"))
     tracker.log_trial(parent, result("fastapi", 1, 900.0, tmp_path / "a"))
     failed = tracker.log_trial(parent, result("broken", 1, 0.0, tmp_path / "b", "failed", "server exited with code 3"))
-    assert tracker.client.get_run(failed).info.status == "FAILED"
-    planned = [TrialSpec("lr", fw, 1, 10, 10.0, 5.0, 1.0) for fw in ("broken", "fastapi", "flask")]
+    assert MlflowClient(tracker.uri).get_run(failed).info.status == "FAILED"
+    planned = [TrialSpec.of("lr", fw, 1, 10, spawn_rate=10.0, duration=5.0, warmup=1.0) for fw in ("broken", "fastapi", "flask")]
     rows = summary.rows_from_records(tracker.trial_runs(parent), planned)
     assert [(r["framework"], r["status"]) for r in rows] == [("broken", "failed"), ("fastapi", "ok"), ("flask", "missing")]
     assert rows[0]["notes"] == "server exited with code 3" and "no result was logged" in rows[2]["notes"]
@@ -63,17 +64,18 @@ def test_summary_lists_failed_and_missing_trials(tracker: Tracker, tmp_path: Pat
 
 
 def test_the_planned_matrix_is_read_back_from_the_parent_run(tracker: Tracker) -> None:
-    from servebench import params, pipeline
+    from servebench import pipeline
+    from servebench.config import params
 
     asked = params.parse({"models": ["lr"], "frameworks": ["fastapi", "flask"], "workers": [1, 2], "users": [5]})
     parent = tracker.open_parent(bench("b", asked.model_dump()))
     planned = pipeline.planned_trials(parent, tracker)
     assert [s.key for s in planned] == ["lr-fastapi-w1-u5", "lr-fastapi-w2-u5", "lr-flask-w1-u5", "lr-flask-w2-u5"]
-    assert planned[0].duration_s == asked.duration and planned[0].spawn_rate == asked.spawn_rate
+    assert planned[0].settings.duration == asked.duration and planned[0].settings.spawn_rate == asked.spawn_rate
 
 
 def test_the_table_shows_spread_and_capacity_columns_only_when_measured() -> None:
-    from servebench.summary import format_table
+    from servebench.report.summary import format_table
 
     row = {"model": "lr", "framework": "fastapi", "workers": 1, "users": 5, "status": "ok", "rps": 100.0}
     assert "rps 95% CI" not in format_table([row]) and "max rps @SLO" not in format_table([row])
@@ -90,7 +92,7 @@ def test_uploads_are_idempotent_and_a_rerun_replaces_its_run(tracker: Tracker, t
     new_id = tracker.log_trial(parent, rerun)
     runs = tracker.trial_runs(parent)
     assert [(r.run_id, r.metrics["rps"]) for r in runs] == [(new_id, 950.0)]
-    assert tracker.client.get_run(run_id).info.lifecycle_stage == "deleted"
+    assert MlflowClient(tracker.uri).get_run(run_id).info.lifecycle_stage == "deleted"
 
 
 def test_a_half_finished_upload_is_replaced_on_retry(tracker: Tracker, tmp_path: Path) -> None:
@@ -98,7 +100,7 @@ def test_a_half_finished_upload_is_replaced_on_retry(tracker: Tracker, tmp_path:
     the result once more and deletes the incomplete run, so the result is in MLflow exactly once."""
     blocked = tmp_path / "artifacts"
     blocked.write_text("a file where the artifact folder should be")
-    tracker.client.create_experiment("exp", artifact_location=blocked.as_uri())
+    MlflowClient(tracker.uri).create_experiment("exp", artifact_location=blocked.as_uri())
     parent = tracker.open_parent(bench("b"))
     done = result("fastapi", 1, 900.0, tmp_path / "a")
     with pytest.raises(OSError):
@@ -106,14 +108,14 @@ def test_a_half_finished_upload_is_replaced_on_retry(tracker: Tracker, tmp_path:
     assert tracker.trial_runs(parent) == []  # the incomplete run does not count
     blocked.unlink()
     run_id = tracker.log_trial(parent, done)
-    children = tracker.client.search_runs([tracker.experiment_id("exp")], "tags.`servebench.kind` = 'trial'")
+    children = MlflowClient(tracker.uri).search_runs([tracker.experiment_id("exp")], "tags.`servebench.kind` = 'trial'")
     assert [r.info.run_id for r in children] == [run_id]
-    history = tracker.client.get_metric_history(run_id, "series/rps")
+    history = MlflowClient(tracker.uri).get_metric_history(run_id, "series/rps")
     assert [(m.step, m.value) for m in history] == [(0, 900.0), (1, 901.0)]
 
 
 def test_memory_growth_is_fitted_not_guessed() -> None:
-    from servebench.metrics import trend
+    from servebench.measure.metrics import trend
 
     leak = [(t, 100.0 + 0.05 * t) for t in range(60)]  # 3 MB per minute
     slope, r2 = trend(leak)  # type: ignore[misc]
@@ -125,10 +127,11 @@ def test_memory_growth_is_fitted_not_guessed() -> None:
 
 
 def test_a_malformed_tracking_uri_fails_the_upload_not_the_run(tmp_path: Path) -> None:
-    from servebench import pipeline, spool
+    from servebench import pipeline
+    from servebench.results import spool
 
     typo = Tracker("htp://mlflow.example:5000")  # constructed: nothing is asked of MLflow yet
-    bench = spool.create(spool.Benchmark("typo", "exp", "typo", {}, {}, [], typo.uri))
+    bench = spool.create(spool.Benchmark("typo", "exp", "typo", {}, {}, {}, typo.uri))
     result("fastapi", 1, 900.0, bench.trial_dir("lr-fastapi-w1-u10")).save()
     uploaded = pipeline.upload(bench, typo, retries=0)
     assert uploaded.parent_id is None and "unsupported URI 'htp://mlflow.example:5000'" in str(uploaded.error)

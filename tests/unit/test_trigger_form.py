@@ -13,8 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from servebench import params, spec
+from servebench.config import params, spec
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -104,11 +103,11 @@ def test_every_field_set_in_the_form_reaches_the_trials(served_params: Any) -> N
     assert [t.key for t in planned] == [
         f"mlp-{fw}-w{w}-u{u}-docker-soak2m" for fw in ("fastapi", "cpp") for w in (1, 4) for u in (10, 20)
     ]
-    trial = planned[0]
-    assert (trial.duration_s, trial.warmup_s, trial.spawn_rate, trial.rate, trial.arrival) == (5, 1, 20, 100, "constant")
-    assert (trial.loadgen_processes, trial.request_timeout_s, trial.cpu_split) == (2, 5, "off")
-    assert (trial.repeats, trial.max_cv, trial.slo_p99_ms, trial.soak_minutes) == (2, 0.2, 50, 2)
-    assert (trial.backend, trial.cpuset, trial.memory_mb) == ("docker", "1", 1024)
+    settings = planned[0].settings
+    assert (settings.duration, settings.warmup, settings.spawn_rate, settings.rate, settings.arrival) == (5, 1, 20, 100, "constant")
+    assert (settings.loadgen_processes, settings.request_timeout, settings.cpu_split) == (2, 5, "off")
+    assert (settings.repeats, settings.max_cv, settings.slo_p99_ms, settings.soak_minutes) == (2, 0.2, 50, 2)
+    assert (settings.backend, settings.cpuset, settings.memory_mb) == ("docker", "1", 1024)
     assert (checked.experiment, checked.fail_on_regression) == ("form-test", True)
 
 

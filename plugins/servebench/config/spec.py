@@ -1,0 +1,78 @@
+"""A trial is the unit of work: one point of the matrix (a model served by a framework with N workers under U
+users) with the benchmark's settings, as validated once, unchanged and unrenamed."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Any
+
+from servebench.config.params import MATRIX, BenchmarkParams, parse, trusted
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    model: str
+    framework: str
+    workers: int
+    users: int
+    settings: BenchmarkParams
+
+    @classmethod
+    def of(cls, model: str, framework: str, workers: int, users: int, **settings: Any) -> TrialSpec:
+        """A trial outside a planned matrix (tests, benchmarks): its settings validated like any run's."""
+        return cls(model, framework, workers, users, parse({"models": [model], "frameworks": [framework], **settings}))
+
+    @property
+    def _how(self) -> str:
+        s = self.settings
+        if s.capacity:
+            return "-capacity"
+        if s.soak_minutes:
+            return f"-soak{s.soak_minutes:g}m"
+        return f"-open{s.rate:g}" if s.load == "open" and s.rate is not None else ""
+
+    @property
+    def key(self) -> str:
+        """Stable identity of a configuration across nights (baselines and re-runs use it)."""
+        where = "" if self.settings.backend == "local" else f"-{self.settings.backend}"
+        return f"{self.model}-{self.framework}-w{self.workers}-u{self.users}{where}{self._how}"
+
+    @property
+    def run_name(self) -> str:
+        where = "" if self.settings.backend == "local" else f" · {self.settings.backend}"
+        how = self._how.replace("-", " · ")
+        return f"{self.model} · {self.framework} · w{self.workers} · u{self.users}{where}{how}"
+
+    def logged_params(self) -> dict[str, Any]:
+        """The trial's MLflow params: the matrix point and every setting but the matrix lists, each under the
+        name its field gives (a new setting is logged without an edit here)."""
+        fields = BenchmarkParams.model_fields
+        settings = {
+            (fields[name].json_schema_extra or {}).get("logged_as", name): value  # type: ignore[union-attr]
+            for name, value in self.settings.model_dump(exclude=set(MATRIX)).items()
+        }
+        return {"model": self.model, "framework": self.framework, "workers": self.workers, "users": self.users, **settings}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "framework": self.framework,
+            "workers": self.workers,
+            "users": self.users,
+            "settings": self.settings.model_dump(mode="json"),
+        }
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> TrialSpec:
+        return cls(raw["model"], raw["framework"], raw["workers"], raw["users"], trusted(raw["settings"]))
+
+
+def plan(params: BenchmarkParams) -> list[TrialSpec]:
+    """Every configuration of the matrix, grouped by model then framework so a night reads in order."""
+    return [
+        TrialSpec(model, framework, workers, users, params)
+        for model, framework, workers, users in itertools.product(
+            params.models, params.frameworks, params.worker_counts, params.users
+        )
+    ]

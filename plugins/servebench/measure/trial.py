@@ -1,0 +1,251 @@
+"""Run one trial: start the server, check it answers right, load it while sampling, stop it, measure.
+
+A trial never raises for a fault of the server or the load: it returns a failed (nothing measured) or
+degraded (measured, but requests failed or server processes died) TrialResult whose reason and server
+log tail say what happened, so the rest of a run goes on and nothing is lost. Only a kill signal
+(`teardown.Aborted`) or an Airflow time-out ends it early: what it started is stopped, why is recorded,
+and the exception goes on.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import logging
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+from servebench.base import placement, teardown
+from servebench.config.spec import TrialSpec
+from servebench.measure import aggregate, capacity, loadgen, metrics
+from servebench.measure.sampler import ResourceSampler, Sample
+from servebench.models.export import ExportedModel
+from servebench.results.records import REPEAT_PREFIX, Flag, Metric, TrialResult
+from servebench.servers import build, manifest
+from servebench.servers import runner as runners
+from servebench.servers.parity import ParityReport
+from servebench.servers.probes import ProcessTreeProbe
+from servebench.servers.readiness import ParityFailed, wait_ready
+from servebench.servers.runner.base import Runner, ServerFailed
+
+log = logging.getLogger(__name__)
+
+
+def run_trial(spec: TrialSpec, model: ExportedModel, out_dir: Path, runner: Runner | None = None) -> TrialResult:
+    """Measure one configuration serving `model` (the export of `spec.model`) into a fresh `out_dir` (a re-run
+    replaces what an earlier attempt left)."""
+    settings = spec.settings
+    shutil.rmtree(out_dir, ignore_errors=True)
+    out_dir.mkdir(parents=True)
+    log.info("trial %s: starting", spec.run_name)
+    teardown.reap_orphans()
+    try:
+        with teardown.stopping_on_signals():
+            where = placement.resolve(settings.cpu_split, settings.cpuset)
+            server_cpus = placement.cpuset_of(where.server_cpus) or None
+            runner = runner or runners.create(settings.backend, server_cpus, settings.memory_mb)
+            result = _measure(spec, model, out_dir, runner, where)
+    except Exception as exc:  # noqa: BLE001 - any fault fails this trial only, and says why
+        tail = exc.log_tail if isinstance(exc, ServerFailed) else ""
+        reason = exc.reason if isinstance(exc, ServerFailed) else f"{type(exc).__name__}: {exc}"
+        log.error("trial %s failed: %s%s", spec.run_name, reason, f"\n--- server log (tail) ---\n{tail}" if tail else "")
+        if not isinstance(exc, ServerFailed):
+            log.debug("trial %s traceback", spec.run_name, exc_info=True)
+        context = {}
+        if isinstance(exc, ParityFailed):
+            context["parity"] = _write_parity(out_dir, exc.report)
+        result = TrialResult(spec, "failed", reason=reason, context=context, out_dir=out_dir, log_tail=tail)
+    except BaseException as exc:  # a kill signal, Airflow's execution time-out, Ctrl-C: recorded, then let through
+        why = f"{exc}" if isinstance(exc, teardown.Aborted) else f"{type(exc).__name__}: {exc}"
+        TrialResult(spec, "failed", reason=f"aborted: {why}", out_dir=out_dir).save()
+        log.error("trial %s aborted: %s", spec.run_name, why)
+        raise
+    result.save()
+    return result
+
+
+@dataclass(frozen=True)
+class _Measured:
+    """One load test against the running server."""
+
+    figures: dict[str, float]
+    flags: list[str]
+    series: dict[str, list[tuple[int, float]]]
+    lost_pids: list[int]  # server processes that died during the load test
+
+
+def _measure(
+    spec: TrialSpec, model: ExportedModel, out_dir: Path, runner: Runner, where: placement.Placement
+) -> TrialResult:
+    settings = spec.settings
+    server_manifest = manifest.get(spec.framework)
+    if where.note:
+        log.info("trial %s: CPUs not split: %s", spec.run_name, where.note)
+    context = {
+        "backend": runner.name,
+        **runner.limits(),
+        **where.params(),
+        "model_key": model.key,
+        "model_format": server_manifest.model_format,
+        "worker_unit": server_manifest.worker_unit,
+        "inference_threads": build.THREAD_CAPS["OMP_NUM_THREADS"],
+    }
+    server = runner.start(server_manifest, model, spec.workers, out_dir / "server.log")
+    context.update(server.details)
+    if server.packages:
+        (out_dir / "server_packages.txt").write_text(server.packages)
+
+    def load_test(folder: str, mode: str, rate: float | None, duration_s: float) -> _Measured:
+        load_spec = loadgen.LoadSpec(
+            host=server.base_url, meta_path=str(model.meta_path), users=spec.users,
+            spawn_rate=settings.spawn_rate, duration_s=duration_s, warmup_s=settings.warmup,
+            protocol=server_manifest.protocol, model_name=server_manifest.model_name, mode=mode, rate=rate,
+            arrival=settings.arrival, processes=settings.loadgen_processes, cpus=where.loadgen_cpus,
+            request_timeout_s=settings.request_timeout,
+        )  # fmt: skip
+        probe = server.probe()
+        with ResourceSampler() as sampler:
+            sampler.track("server", probe)
+            load = loadgen.run(load_spec, out_dir / folder, on_started=lambda pid: sampler.track("loadgen", ProcessTreeProbe(pid)))
+        server_samples = sampler.series("server", load.window_start, load.window_end)
+        _write_samples(out_dir / folder / "resources.csv", sampler.samples)
+        figures, flags = metrics.trial_metrics(
+            load, server_samples, sampler.series("loadgen", load.window_start, load.window_end),
+            where.loadgen_cores(settings.loadgen_processes),
+        )  # fmt: skip
+        figures[Metric.WARMUP_REQUESTS] = float(load.warmup_requests)
+        if load.failures:
+            top = "; ".join(f"{n}x {reason}" for reason, n in load.failure_reasons[:3])
+            log.warning("trial %s: %d of %d requests failed: %s", spec.run_name, load.failures, load.requests, top)
+            context["top_failures"] = top[:500]
+        return _Measured(figures, flags, metrics.per_second_series(load, server_samples), probe.gone())
+
+    try:
+        cold_start_s, parity_report = wait_ready(server, server_manifest, model.meta)
+        context["parity"] = _write_parity(out_dir, parity_report)
+        log.info(
+            "trial %s: ready after %.2fs at %s, answers match the reference (max difference %.1e); loading",
+            spec.run_name, cold_start_s, server.base_url, parity_report.max_abs_diff or 0.0,
+        )  # fmt: skip
+        measured = []
+        repeats = 1 if settings.capacity or settings.soak_minutes else settings.repeats
+        duration_s = settings.soak_minutes * 60.0 if settings.soak_minutes else settings.duration
+        for i in range(1, repeats + 1):
+            if repeats > 1:
+                log.info("trial %s: repeat %d of %d", spec.run_name, i, repeats)
+            measured.append(load_test(f"repeat-{i}", settings.load if not settings.capacity else "closed", settings.rate, duration_s))
+            if server.exit_code() is not None:
+                log.error("trial %s: the server exited during repeat %d; no further repeats", spec.run_name, i)
+                break
+        figures, flags = aggregate.combine([m.figures for m in measured], settings.max_cv)
+        flags = list(dict.fromkeys([f for m in measured for f in m.flags] + flags))
+        series = _joined_series([m.series for m in measured])
+        if repeats > 1:
+            for key in REPEAT_SERIES:
+                series[REPEAT_PREFIX + key] = [(i, m.figures[key]) for i, m in enumerate(measured, 1) if key in m.figures]
+        if settings.capacity and server.exit_code() is None:
+            _search_capacity(spec, figures, flags, series, load_test, out_dir)
+        exit_during_load = server.exit_code()
+    finally:
+        stop = server.stop()
+    figures[Metric.COLD_START] = cold_start_s
+    if parity_report.max_abs_diff is not None:
+        figures[Metric.PARITY_MAX_ABS_DIFF] = parity_report.max_abs_diff
+    context.update(server_exit_code=str(stop.exit_code), stop_graceful=str(stop.graceful).lower())
+    problems, harms = [], []
+    if exit_during_load is not None:
+        problems.append(f"server exited with code {exit_during_load} during the load test")
+    if stop.leftovers:
+        problems.append(f"server left things behind after stopping: {', '.join(stop.leftovers)}")
+    lost = [pid for m in measured for pid in m.lost_pids]
+    if lost:
+        figures[Metric.SERVER_PROCESSES_LOST] = float(len(lost))
+        flags.append(Flag.SERVER_PROCESS_DIED)
+        harms.append(f"server process(es) {', '.join(map(str, lost))} died during the load test")
+    if figures.get(Metric.FAILURES):
+        harms.append(f"{figures['failures']:.0f} of {figures['requests']:.0f} requests failed ({context.get('top_failures', '')})")
+    for flag in flags:
+        log.warning("trial %s: flagged %s", spec.run_name, flag)
+    tail = server.log_tail() if problems or harms else ""
+    result = TrialResult(
+        spec,
+        "failed" if problems else "degraded" if harms else "ok",
+        reason="; ".join(problems + harms),
+        metrics=figures,
+        series=series,
+        flags=tuple(flags),
+        context=context,
+        out_dir=out_dir,
+        log_tail=tail,
+    )
+    log.info(
+        "trial %s: %s  %.0f rps%s  p50 %.3f ms  p99 %s ms  errors %.2f%%%s",
+        spec.run_name, result.status, figures[Metric.RPS],
+        f" (95% CI {figures['rps_ci95_low']:.0f}-{figures['rps_ci95_high']:.0f}, CV {100 * figures['rps_cv']:.1f}%)"
+        if Metric.RPS_CV in figures else "",
+        figures.get(Metric.LATENCY_P50, float("nan")),
+        f"{figures['latency_ms_p99']:.3f}" if Metric.LATENCY_P99 in figures else "n/a", 100 * figures[Metric.ERROR_RATE],
+        f"  max rps at SLO {figures['max_rps_at_slo']:.0f}" if Metric.MAX_RPS_AT_SLO in figures else "",
+    )  # fmt: skip
+    return result
+
+
+REPEAT_SERIES = (Metric.RPS, Metric.LATENCY_P50, Metric.LATENCY_P99, Metric.CPU_US_PER_REQUEST)
+
+
+def _joined_series(parts: list[dict[str, list[tuple[int, float]]]]) -> dict[str, list[tuple[int, float]]]:
+    """Per-second series of consecutive load tests as one, seconds counted on across them."""
+    joined: dict[str, list[tuple[int, float]]] = {}
+    offset = 0
+    for part in parts:
+        for key, points in part.items():
+            joined.setdefault(key, []).extend((offset + step, value) for step, value in points)
+        offset += 1 + max((step for points in part.values() for step, _ in points), default=-1)
+    return joined
+
+
+def _search_capacity(
+    spec: TrialSpec, figures: dict[str, float], flags: list[str], series: dict[str, list[tuple[int, float]]],
+    load_test: Callable[[str, str, float | None, float], _Measured], out_dir: Path,
+) -> None:
+    """Capacity search from 80% of the closed-loop throughput (or the given rate); adds its figures."""
+    count = itertools.count(1)
+
+    def measure(rate: float) -> capacity.Step:
+        m = load_test(f"capacity-{next(count)}", "open", rate, capacity.step_seconds(rate, spec.settings.duration))
+        return capacity.judge(
+            rate, m.figures[Metric.RPS], m.figures.get(Metric.LATENCY_P99), m.figures[Metric.ERROR_RATE], spec.settings.slo_p99_ms,
+            Flag.LOADGEN_SATURATED in m.flags,
+        )  # fmt: skip
+
+    first = spec.settings.rate or max(capacity.LOWEST_RATE, 0.8 * figures.get(Metric.RPS, 0.0))
+    best, steps = capacity.search(measure, first)
+    with (out_dir / "capacity_steps.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(capacity.Step.__dataclass_fields__))
+        writer.writeheader()
+        writer.writerows(s.to_dict() for s in steps)
+    for key in ("rate", Metric.RPS, "p99_ms"):
+        series[f"capacity/{key}"] = [(i, getattr(s, key)) for i, s in enumerate(steps, 1) if getattr(s, key) is not None]
+    figures[Metric.CAPACITY_STEPS] = float(len(steps))
+    if any(s.loadgen_saturated for s in steps):  # the bound found may be Locust's, not the server's
+        flags.append(Flag.LOADGEN_SATURATED_DURING_CAPACITY_SEARCH)
+    if best is None:
+        flags.append(Flag.NO_RATE_WITHIN_SLO)
+    else:
+        figures[Metric.MAX_RPS_AT_SLO] = best
+
+
+def _write_parity(out_dir: Path, report: ParityReport) -> str:
+    """parity.json beside the other artifacts; returns "pass" or "fail" for the trial's params."""
+    (out_dir / "parity.json").write_text(json.dumps(report.to_dict(), indent=1))
+    return "pass" if report.passed else "fail"
+
+
+def _write_samples(path: Path, samples: list[Sample]) -> None:
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(Sample.__dataclass_fields__))
+        writer.writeheader()
+        writer.writerows(asdict(s) for s in samples)

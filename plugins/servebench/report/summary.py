@@ -1,0 +1,193 @@
+"""The comparison a run ends with, as rows: one per configuration, read back from the trials' records.
+
+It never re-measures: rows come from the trials' records (MLflow runs, or the spool's results when
+MLflow is unreachable), and planned trials that recorded nothing are listed as missing. Rows carry the
+derived figures a sizing decision needs (requests per second per CPU core and per GB) and which
+configuration is best per model; `report` turns them into tables and plots.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+from servebench.config.spec import TrialSpec
+from servebench.results.records import (
+    TAG_FLAGS,
+    TAG_MODEL_VERSION,
+    TAG_REASON,
+    TAG_STATUS,
+    TAG_TRIAL_KEY,
+    TAG_VERDICT,
+    Metric,
+    TrialRecord,
+)
+
+MEASURED = ("ok", "degraded")  # statuses with figures: degraded ones measured while something went wrong
+# (column header, row key, format)
+COLUMNS: list[tuple[str, str, str]] = [
+    ("", "best", "s"),
+    ("model", "model", "s"),
+    ("framework", "framework", "s"),
+    ("workers", "workers", "s"),
+    ("users", "users", "s"),
+    ("status", "status", "s"),
+    ("parity", "parity", "s"),
+    (Metric.RPS, Metric.RPS, ".0f"),
+    ("rps 95% CI", "rps_ci95", "s"),
+    ("cv %", "rps_cv_pct", ".1f"),
+    ("p50 ms", Metric.LATENCY_P50, ".3f"),
+    ("p95 ms", Metric.LATENCY_P95, ".3f"),
+    ("p99 ms", Metric.LATENCY_P99, ".3f"),
+    ("max rps @SLO", Metric.MAX_RPS_AT_SLO, ".0f"),
+    ("errors %", "error_pct", ".2f"),
+    ("server cpu %", Metric.SERVER_CPU_AVG, ".0f"),
+    ("cpu µs/req", Metric.CPU_US_PER_REQUEST, ".0f"),
+    ("server rss MB", Metric.SERVER_RSS_MAX, ".0f"),
+    ("rps/core", "rps_per_core", ".0f"),
+    ("rps/GB", "rps_per_gb", ".0f"),
+    ("rss MB/min", Metric.RSS_GROWTH, ".2f"),
+    ("cold start s", Metric.COLD_START, ".2f"),
+    ("verdict", "verdict", "s"),
+    ("notes", "notes", "s"),
+]
+
+
+@dataclass(frozen=True)
+class Summary:
+    rows: list[dict[str, Any]]
+    files: list[Path]
+    parent_id: str | None = None  # the MLflow parent run it was logged to
+    tracking_error: str | None = None  # MLflow was unreachable: built from the spool, not logged yet
+
+    @property
+    def changes(self) -> list[str]:
+        """Regressions and improvements against the history, one line per configuration and figure."""
+        return changes(self.rows)
+
+    @property
+    def regressions(self) -> list[str]:
+        return [c for c in self.changes if c.endswith(": regression")]
+
+    @property
+    def failed(self) -> list[dict[str, Any]]:
+        return [r for r in self.rows if r["status"] != "ok"]
+
+    @property
+    def parity_failures(self) -> list[dict[str, Any]]:
+        """Configurations not load-tested because their answers differ from the reference model's."""
+        return [r for r in self.rows if r.get("parity") == "fail"]
+
+    def text(self) -> str:
+        return format_table(self.rows) + "".join(f"\n{c}" for c in self.changes)
+
+
+def rows_from_records(records: Iterable[TrialRecord], planned: list[TrialSpec] | None = None) -> list[dict[str, Any]]:
+    """One row per trial record, plus a 'missing' row per planned trial that recorded nothing."""
+
+    rows: dict[str, dict[str, Any]] = {}
+    for record in records:
+        p, m, t = record.params, record.metrics, record.tags
+        row: dict[str, Any] = {
+            "model": p.get("model"), "framework": p.get("framework"),
+            "workers": int(p.get("workers", 0)), "users": int(p.get("users", 0)),
+            "status": t.get(TAG_STATUS, "unknown"), "parity": p.get("parity"), "run_id": record.run_id,
+            "key": t.get(TAG_TRIAL_KEY, record.run_id),
+            "slo_p99_ms": p.get("slo_p99_ms") if p.get("capacity") == "true" else None, **m,
+        }  # fmt: skip
+        if Metric.ERROR_RATE in m:
+            row["error_pct"] = 100.0 * m[Metric.ERROR_RATE]
+        if Metric.RPS_CI95_LOW in m:
+            row["rps_ci95"] = f"{m['rps_ci95_low']:.0f}-{m['rps_ci95_high']:.0f}"
+            row["rps_cv_pct"] = 100.0 * m[Metric.RPS_CV]
+        if m.get(Metric.SERVER_CPU_AVG):  # requests per second for each core the server kept busy
+            row["rps_per_core"] = m.get(Metric.RPS, 0.0) / (m[Metric.SERVER_CPU_AVG] / 100.0)
+        if m.get(Metric.SERVER_RSS_MAX):
+            row["rps_per_gb"] = m.get(Metric.RPS, 0.0) / (m[Metric.SERVER_RSS_MAX] / 1024.0)
+        if t.get(TAG_VERDICT, "no_baseline") != "no_baseline":
+            row["verdict"] = t[TAG_VERDICT]
+        row["verdicts"] = {k.removeprefix(TAG_VERDICT + "."): v for k, v in t.items() if k.startswith(TAG_VERDICT + ".")}
+        row["model_version"] = t.get(TAG_MODEL_VERSION)
+        row["flags"] = [f for f in t.get(TAG_FLAGS, "").split(",") if f]
+        row["notes"] = t.get(TAG_REASON) or ", ".join(row["flags"])
+        rows[t.get(TAG_TRIAL_KEY, record.run_id)] = row  # a re-run of a trial replaces the older row
+    for spec in planned or []:
+        if spec.key not in rows:
+            rows[spec.key] = {
+                "model": spec.model, "framework": spec.framework, "workers": spec.workers, "users": spec.users,
+                "key": spec.key, "status": "missing", "notes": "planned but no result was logged (task killed or never ran)",
+            }  # fmt: skip
+    ordered = sorted(rows.values(), key=lambda r: (r["model"], r["framework"], r["workers"], r["users"]))
+    for row in best(ordered).values():
+        row["best"] = "★"
+    return ordered
+
+
+def label(row: dict[str, Any]) -> str:
+    """How a configuration is named in texts and plots: model/framework/wN/uN."""
+    return f"{row['model']}/{row['framework']}/w{row['workers']}/u{row['users']}"
+
+
+def speed(row: dict[str, Any]) -> float:
+    """The throughput a configuration is ranked by: its max rate within the SLO when capacity search ran."""
+    return float(row.get(Metric.MAX_RPS_AT_SLO) if row.get(Metric.MAX_RPS_AT_SLO) is not None else row.get(Metric.RPS, 0.0))
+
+
+def best(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per model, the fastest configuration that ran clean (status ok); ties go to the lower p99."""
+    winners: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        if row["status"] != "ok":
+            continue
+        rank = (speed(row), -row.get(Metric.LATENCY_P99, math.inf))
+        held = winners.get(row["model"])
+        if held is None or rank > (speed(held), -held.get(Metric.LATENCY_P99, math.inf)):
+            winners[row["model"]] = row
+    return winners
+
+
+def frontier(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The measured rows no other row beats on both throughput and p99 (the Pareto frontier), by throughput."""
+    points = [r for r in rows if r["status"] in MEASURED and r.get(Metric.LATENCY_P99)]
+    front = [
+        r for r in points
+        if not any(o[Metric.RPS] >= r[Metric.RPS] and o[Metric.LATENCY_P99] <= r[Metric.LATENCY_P99]
+                   and (o[Metric.RPS], o[Metric.LATENCY_P99]) != (r[Metric.RPS], r[Metric.LATENCY_P99]) for o in points)
+    ]  # fmt: skip
+    return sorted(front, key=lambda r: r[Metric.RPS])
+
+
+def changes(rows: list[dict[str, Any]]) -> list[str]:
+    return [f"{label(r)}: {text}" for r in rows for text in r.get("verdicts", {}).values()
+            if text.endswith((": regression", ": improvement"))]  # fmt: skip
+
+
+def cell(row: dict[str, Any], key: str, fmt: str) -> str:
+    value = row.get(key)
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "" if key == "best" else "-"
+    return format(value, fmt) if fmt != "s" else str(value)
+
+
+# Shown only when some row has them: a single-repeat or fixed-load run has no interval or capacity, a
+# short one no memory trend.
+OPTIONAL = {"rps_ci95", "rps_cv_pct", Metric.MAX_RPS_AT_SLO, Metric.RSS_GROWTH, "verdict"}
+
+
+def columns(rows: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
+    """The columns worth showing for these rows."""
+    return [c for c in COLUMNS if c[1] not in OPTIONAL or any(r.get(c[1]) is not None for r in rows)]
+
+
+def format_table(rows: list[dict[str, Any]], markdown: bool = False) -> str:
+    shown = columns(rows)
+    header = [h for h, _, _ in shown]
+    body = [[cell(r, k, f) for _, k, f in shown] for r in rows]
+    if markdown:
+        lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+        return "\n".join(lines + ["| " + " | ".join(c.replace("|", "/") for c in row) + " |" for row in body]) + "\n"
+    widths = [max(len(h), *(len(row[i]) for row in body)) if body else len(h) for i, h in enumerate(header)]
+    fmt_row = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
+    return "\n".join([fmt_row(header), fmt_row(["-" * w for w in widths])] + [fmt_row(r) for r in body]) + "\n"

@@ -1,0 +1,19 @@
+"""Runner backends: where a server runs (a local process group, or a container)."""
+
+from __future__ import annotations
+
+from servebench.servers.runner.base import Runner
+
+
+def create(backend: str, cpuset: str | None = None, memory_mb: int | None = None) -> Runner:
+    """The runner of a backend named in the parameters ("local" or "docker"); servers get the CPUs of
+    `cpuset` (a local process through its affinity, a container through its cgroup)."""
+    if backend == "local":
+        from servebench.servers.runner.local import LocalProcessRunner
+
+        return LocalProcessRunner(cpuset)
+    if backend == "docker":
+        from servebench.servers.runner.container import ContainerRunner
+
+        return ContainerRunner(cpuset, memory_mb)
+    raise ValueError(f"unknown backend {backend!r}; known: local, docker")
