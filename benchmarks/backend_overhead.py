@@ -18,7 +18,11 @@ from servebench.config.spec import TrialSpec
 from servebench.measure.trial import run_trial
 from servebench.models.export import export_model
 
-FIGURES = (("rps", "rps", "{:.0f}"), ("latency_ms_p50", "p50 ms", "{:.2f}"), ("server_cpu_us_per_request", "cpu µs/req", "{:.0f}"))
+FIGURES = (
+    ("rps", "rps", "{:.0f}"),
+    ("latency_ms_p50", "p50 ms", "{:.2f}"),
+    ("server_cpu_us_per_request", "cpu µs/req", "{:.0f}"),
+)
 
 
 def main() -> None:
@@ -29,17 +33,25 @@ def main() -> None:
     parser.add_argument("--cpuset", default=None, help="CPUs of the container (default: no limit, as local)")
     args = _options.parse(parser)
     print(f"model {args.model}, {args.workers} worker(s), container cpuset {args.cpuset or 'all'}")
-    header = "".join(f"{label + ' ' + backend:>18}" for _, label, _ in FIGURES for backend in ("local", "docker", "ratio"))
+    header = "".join(
+        f"{label + ' ' + backend:>18}" for _, label, _ in FIGURES for backend in ("local", "docker", "ratio")
+    )
     print(f"{'framework':12}{header}  flags")
     with tempfile.TemporaryDirectory(prefix="servebench-bench-") as tmp:
         for framework in args.frameworks.split(","):
             results = {}
             for backend in ("local", "docker"):
                 spec = TrialSpec.of(
-                    args.model, framework, args.workers, args.users, spawn_rate=float(args.users),
-                    duration=args.duration, warmup=args.warmup, backend=backend,
+                    args.model,
+                    framework,
+                    args.workers,
+                    args.users,
+                    spawn_rate=float(args.users),
+                    duration=args.duration,
+                    warmup=args.warmup,
+                    backend=backend,
                     cpuset=args.cpuset if backend == "docker" else None,
-                )  # fmt: skip
+                )
                 results[backend] = run_trial(spec, export_model(args.model), Path(tmp) / spec.key)
             failed = [f"{b}: {r.reason}" for b, r in results.items() if not r.ok]
             if failed:

@@ -30,7 +30,9 @@ def measure(model: str, mode: str, args: argparse.Namespace, out: Path) -> dict[
     server = LocalProcessRunner().start(forced, export, args.workers, out / "server.log")
     try:
         wait_ready(server, forced, export.meta)
-        spec = loadgen.LoadSpec(server.base_url, str(export.meta_path), args.users, args.users, args.duration, args.warmup)
+        spec = loadgen.LoadSpec(
+            server.base_url, str(export.meta_path), args.users, args.users, args.duration, args.warmup
+        )
         load = loadgen.run(spec, out)
     finally:
         server.stop()
@@ -51,8 +53,12 @@ def main() -> None:
             for mode in MODES:
                 results[mode] = r = measure(model, mode, args, Path(tmp) / f"{model}-{mode}")
                 p99 = f"{r['latency_ms_p99']:8.2f}" if "latency_ms_p99" in r else f"{'n/a':>8}"
-                print(f"{model:6} {mode:11} {r['rps']:8.0f} {r.get('latency_ms_p50', float('nan')):8.2f} {p99} {r['errors']:7.0f}")
-            ratio = results["threadpool"]["rps"] / results["inline"]["rps"] if results["inline"]["rps"] else float("nan")
+                print(
+                    f"{model:6} {mode:11} {r['rps']:8.0f} {r.get('latency_ms_p50', float('nan')):8.2f} {p99} {r['errors']:7.0f}"
+                )
+            ratio = (
+                results["threadpool"]["rps"] / results["inline"]["rps"] if results["inline"]["rps"] else float("nan")
+            )
             print(f"{model:6} threadpool/inline throughput ratio: {ratio:.2f}")
 
 

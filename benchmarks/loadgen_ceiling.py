@@ -33,8 +33,16 @@ def ceiling(processes: int, args, out: Path) -> tuple[float, float]:  # type: ig
     server = LocalProcessRunner().start(cpp, export, 1, out / "server.log")
     try:
         wait_ready(server, cpp, export.meta)
-        spec = loadgen.LoadSpec(server.base_url, str(export.meta_path), args.users, float(args.users), args.duration,
-                                args.warmup, processes=processes, probe_path=cpp.health_path)  # fmt: skip
+        spec = loadgen.LoadSpec(
+            server.base_url,
+            str(export.meta_path),
+            args.users,
+            float(args.users),
+            args.duration,
+            args.warmup,
+            processes=processes,
+            probe_path=cpp.health_path,
+        )
         with ResourceSampler() as sampler:
             load = loadgen.run(spec, out, on_started=lambda pid: sampler.track("loadgen", ProcessTreeProbe(pid)))
     finally:
@@ -56,8 +64,10 @@ def main() -> None:
             print(f"{f'{processes} process(es), GET /health':22} {rps:8.0f} {cpu:6.0f} {rps / (cpu / 100.0):9.0f}")
         print(f"\n{'framework (lr, w1)':22} {'rps':>8} {'of ceiling':>10}  flags")
         for framework in args.frameworks.split(","):
-            spec = TrialSpec.of("lr", framework, 1, args.users, spawn_rate=float(args.users), duration=args.duration, warmup=args.warmup)
-            result = run_trial(spec, export, Path(tmp) / spec.key)
+            spec = TrialSpec.of(
+                "lr", framework, 1, args.users, spawn_rate=float(args.users), duration=args.duration, warmup=args.warmup
+            )
+            result = run_trial(spec, export_model("lr"), Path(tmp) / spec.key)
             if not result.ok:
                 print(f"{framework:22} failed: {result.reason}")
                 continue

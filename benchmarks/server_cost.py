@@ -20,7 +20,12 @@ from servebench.models.export import export_model
 from servebench.servers import manifest
 
 # Targets for `lr` with one worker (issue 4): server CPU µs per request, and resident MB where one is set.
-TARGETS: dict[str, tuple[float, float | None]] = {"cpp": (40, 30), "cpp-crow": (40, 30), "fastapi": (200, None), "flask": (600, None)}
+TARGETS: dict[str, tuple[float, float | None]] = {
+    "cpp": (40, 30),
+    "cpp-crow": (40, 30),
+    "fastapi": (200, None),
+    "flask": (600, None),
+}
 
 
 def verdict(framework: str, model: str, workers: int, cpu_us: float, rss_mb: float) -> str:
@@ -40,11 +45,22 @@ def main() -> None:
     parser.add_argument("--workers", default="1", help="comma list of worker counts")
     args = _options.parse(parser)
     print(f"model {args.model}")
-    print(f"{'framework':18} {'workers':>7} {'rps':>7} {'p50 ms':>7} {'p99 ms':>7} {'cpu µs/req':>10} {'cpu %':>6} {'rss MB':>7}  {'target':24} flags")
+    print(
+        f"{'framework':18} {'workers':>7} {'rps':>7} {'p50 ms':>7} {'p99 ms':>7} {'cpu µs/req':>10} {'cpu %':>6} "
+        f"{'rss MB':>7}  {'target':24} flags"
+    )
     with tempfile.TemporaryDirectory(prefix="servebench-bench-") as tmp:
         for framework in args.frameworks.split(","):
             for workers in (int(w) for w in args.workers.split(",")):
-                spec = TrialSpec.of(args.model, framework, workers, args.users, spawn_rate=float(args.users), duration=args.duration, warmup=args.warmup)
+                spec = TrialSpec.of(
+                    args.model,
+                    framework,
+                    workers,
+                    args.users,
+                    spawn_rate=float(args.users),
+                    duration=args.duration,
+                    warmup=args.warmup,
+                )
                 result = run_trial(spec, export_model(args.model), Path(tmp) / spec.key)
                 m = result.metrics
                 if not result.ok:

@@ -3,9 +3,10 @@
 
 Which way of serving each model is fastest and cheapest, and did it get worse? Nightly at 02:00 (UTC),
 or triggered with parameters. Trains and exports the models, builds one isolated environment per server
-framework (a venv, or a container image per model on the docker backend), load-tests every model x framework x workers x users with Locust (one at a time: pool
-`servebench_load` has one slot) while sampling the server's CPU and memory, and logs each trial as an
-MLflow child run of one parent run, which ends with a report (HTML with plots, Markdown, CSV) and regression
+framework (a venv, or a container image per model on the docker backend), load-tests every model x framework
+x workers x users with Locust (one at a time: pool `servebench_load` has one slot) while sampling the server's
+CPU and memory, and logs each trial as an MLflow child run of one parent run, which ends with a report (HTML
+with plots, Markdown, CSV) and regression
 verdicts against the nights before; a scheduled night with a regression ends red. Results are written
 to a local spool first and uploaded after, so an unreachable MLflow loses nothing (`servebench sync`);
 a killed trial task stops its server and Locust; a re-run task replaces its MLflow run.
@@ -19,6 +20,7 @@ from typing import Any
 
 import pendulum
 from airflow.sdk import Param, dag, get_current_context, task
+
 from servebench.airflow_tasks import stopping_task
 from servebench.config.params import defaults, json_schemas
 

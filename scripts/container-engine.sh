@@ -40,11 +40,26 @@ configure() {
   printf '[containers]\ndefault_ulimits = []\n[engine]\nruntime = "runc"\ncgroup_manager = "cgroupfs"\n' > "$conf"
 }
 
+# The Debian mirror this machine's apt uses for the main archive (deb822 .sources or one-line .list files);
+# empty when apt has none configured.
+apt_mirror() {
+  local files=(/etc/apt/sources.list.d/*.sources /etc/apt/sources.list /etc/apt/sources.list.d/*.list)
+  awk '
+    FNR == 1 { uris = "" }
+    /^URIs:/ { uris = $2 }
+    /^Suites:/ && uris != "" && $0 ~ /bookworm( |$)/ { print uris; exit }
+    /^deb / && $0 !~ /security/ { for (i = 2; i <= NF; i++) if ($i ~ /^[a-z]+:\/\//) { print $i; exit } }
+  ' "${files[@]}" 2>/dev/null | head -1
+}
+
 base_images() {
   if ! podman image exists "$DEBIAN_IMAGE"; then
     local mirror rootfs
-    mirror=$(awk '/^URIs:/{print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
-    mirror="${mirror:-http://deb.debian.org/debian}"
+    mirror="$(apt_mirror)"
+    if [[ -z "$mirror" ]]; then
+      log "no Debian mirror in this machine's apt configuration (/etc/apt/sources.list*): cannot debootstrap $DEBIAN_IMAGE"
+      return 1
+    fi
     rootfs="$(mktemp -d)"
     log "making $DEBIAN_IMAGE with debootstrap from $mirror (about 30 s)"
     debootstrap --variant=minbase bookworm "$rootfs" "$mirror" >/dev/null

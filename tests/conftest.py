@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import psutil
 import pytest
@@ -18,7 +20,9 @@ SESSION_HOME = Path(os.environ.get("SERVEBENCH_TEST_HOME", "")) if os.environ.ge
 
 # Airflow reads its configuration at import: point it at the repo's DAGs before any test imports it,
 # and never at the user's ~/airflow.
-os.environ.setdefault("AIRFLOW_HOME", str(Path(os.environ.get("TMPDIR", "/tmp")) / f"servebench-tests-airflow-{os.getpid()}"))
+os.environ.setdefault(
+    "AIRFLOW_HOME", str(Path(os.environ.get("TMPDIR", "/tmp")) / f"servebench-tests-airflow-{os.getpid()}")
+)
 os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(REPO / "dags")
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 
@@ -37,9 +41,15 @@ def why_unavailable(framework: str) -> str | None:
     backends = tomllib.loads((REPO / "servers" / framework / "manifest.toml").read_text()).get("backends", ["local"])
     if "local" not in backends:
         return f"{framework} runs only in a container (backends {backends}); tests/container covers it"
-    if framework == "cpp-crow" and not os.environ.get("FETCHCONTENT_SOURCE_DIR_CROW") and not _reachable("github.com", 443):
-        return ("cpp-crow: Crow is not packaged by Debian and GitHub is unreachable here; "
-                "set FETCHCONTENT_SOURCE_DIR_CROW to a Crow source tree to build and test it")  # fmt: skip
+    if (
+        framework == "cpp-crow"
+        and not os.environ.get("FETCHCONTENT_SOURCE_DIR_CROW")
+        and not _reachable("github.com", 443)
+    ):
+        return (
+            "cpp-crow: Crow is not packaged by Debian and GitHub is unreachable here; "
+            "set FETCHCONTENT_SOURCE_DIR_CROW to a Crow source tree to build and test it"
+        )
     return None
 
 
@@ -97,15 +107,16 @@ def no_leftover_processes(servebench_home: Path, tmp_path_factory: pytest.TempPa
     """Fails the test if a process it started outlives it: servers run from the session's state folder and
     Locust writes into test folders, so a new process naming pytest's temporary root is a leftover.
     Leftovers are killed after being reported, so one leak does not fail every later test."""
-    roots = {str(servebench_home) + os.sep, str(tmp_path_factory.getbasetemp()) + os.sep}  # not a sibling with the same prefix
+    roots = {
+        str(servebench_home) + os.sep,
+        str(tmp_path_factory.getbasetemp()) + os.sep,
+    }  # not a sibling with the same prefix
     before = set(_ours(roots))
     yield
     leftovers = {pid: cmd for pid, cmd in _ours(roots).items() if pid not in before}
     for pid in leftovers:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(os.getpgid(pid), signal.SIGKILL)
-        except ProcessLookupError:
-            pass
     assert not leftovers, f"processes left behind: {leftovers}"
 
 

@@ -24,4 +24,6 @@ class StoppingPythonOperator(_PythonDecoratedOperator):
 
 def stopping_task(python_callable: Any = None, **kwargs: Any) -> Any:
     """Use as `@stopping_task(...)` where `@task(...)` would be."""
-    return task_decorator_factory(python_callable=python_callable, decorated_operator_class=StoppingPythonOperator, **kwargs)
+    return task_decorator_factory(
+        python_callable=python_callable, decorated_operator_class=StoppingPythonOperator, **kwargs
+    )

@@ -8,14 +8,13 @@ import logging
 import signal
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import UnionType
 from typing import (
     Annotated,
     Any,
-    Callable,
     Literal,
-    Sequence,
     Union,
     cast,
     get_args,
@@ -89,10 +88,16 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--backend", choices=["local", "docker"], default="local", help="a local process or a container")
 
-    sync = sub.add_parser("sync", help="upload the results an unreachable MLflow left in the local spool (each exactly once)")
-    sync.add_argument("--any-uri", action="store_true", help="also upload benchmarks meant for another tracking URI to this one")
+    sync = sub.add_parser(
+        "sync", help="upload the results an unreachable MLflow left in the local spool (each exactly once)"
+    )
+    sync.add_argument(
+        "--any-uri", action="store_true", help="also upload benchmarks meant for another tracking URI to this one"
+    )
 
-    build = sub.add_parser("report", help="rebuild the HTML report of a logged benchmark from MLflow alone; prints its index.html")
+    build = sub.add_parser(
+        "report", help="rebuild the HTML report of a logged benchmark from MLflow alone; prints its index.html"
+    )
     build.add_argument("run_id", help="the benchmark's MLflow parent run id")
     build.add_argument("--out", type=Path, help="folder to write it to (default: <state>/reports/<run id>)")
 
@@ -101,13 +106,19 @@ def _parser() -> argparse.ArgumentParser:
     diff.add_argument("run_b", help="parent run id of the benchmark to compare with")
 
     flow = sub.add_parser(
-        "airflow", help="a local Airflow (scheduler, DAG processor, UI on 127.0.0.1) sized for this machine, until Ctrl-C"
+        "airflow",
+        help="a local Airflow (scheduler, DAG processor, UI on 127.0.0.1) sized for this machine, until Ctrl-C",
     )
     flow.add_argument("--port", type=int, default=8080, help="the UI's and API's port (default 8080)")
-    flow.add_argument("--schedule", action="store_true", help="also run the nightly 02:00 runs (default: triggered runs only)")
     flow.add_argument(
-        "--run", metavar="CONF", type=json.loads,
-        help="trigger one run of serving_benchmark with this JSON conf, follow it, stop when it ends (exit 1 unless it succeeded)",
+        "--schedule", action="store_true", help="also run the nightly 02:00 runs (default: triggered runs only)"
+    )
+    flow.add_argument(
+        "--run",
+        metavar="CONF",
+        type=json.loads,
+        help="trigger one run of serving_benchmark with this JSON conf, follow it, stop when it ends "
+        "(exit 1 unless it succeeded)",
     )
 
     show = sub.add_parser("summary", help="print the comparison table of a logged benchmark run")
@@ -131,7 +142,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         commands = {
-            "run": _run, "serve": _serve, "summary": _summary, "sync": _sync, "report": _report, "compare": _compare,
+            "run": _run,
+            "serve": _serve,
+            "summary": _summary,
+            "sync": _sync,
+            "report": _report,
+            "compare": _compare,
             "airflow": _airflow,
         }
         return commands[args.command](args)
@@ -152,18 +168,36 @@ def _run(args: argparse.Namespace) -> int:
     done = outcome.summary
     if args.json:
         trials = [
-            {**result.spec.logged_params(), "status": result.status, "reason": result.reason, "flags": list(result.flags),
-             "metrics": result.metrics, "mlflow_run_id": child_id}
+            {
+                **result.spec.logged_params(),
+                "status": result.status,
+                "reason": result.reason,
+                "flags": list(result.flags),
+                "metrics": result.metrics,
+                "mlflow_run_id": child_id,
+            }
             for result, child_id in outcome.results
-        ]  # fmt: skip
-        print(json.dumps({"benchmark": outcome.benchmark, "parent_run_id": done.parent_id,
-                          "tracking_error": done.tracking_error, "trials": trials}, indent=1))  # fmt: skip
+        ]
+        print(
+            json.dumps(
+                {
+                    "benchmark": outcome.benchmark,
+                    "parent_run_id": done.parent_id,
+                    "tracking_error": done.tracking_error,
+                    "trials": trials,
+                },
+                indent=1,
+            )
+        )
     else:
         print(done.text())
         _print_where(done.parent_id, done.files[0])
     if done.tracking_error:
-        print(f"servebench: MLflow unreachable ({done.tracking_error}); the results are kept in "
-              f"{done.files[0].parent.parent}: run `servebench sync` once it is back", file=sys.stderr)  # fmt: skip
+        print(
+            f"servebench: MLflow unreachable ({done.tracking_error}); the results are kept in "
+            f"{done.files[0].parent.parent}: run `servebench sync` once it is back",
+            file=sys.stderr,
+        )
     return 1 if done.failed or done.tracking_error else 0
 
 
@@ -174,11 +208,19 @@ def _sync(args: argparse.Namespace) -> int:
     tracker = Tracker()
     done = pipeline.sync(tracker, args.any_uri)
     for bench, uploaded in done:
-        state = f"parent run {uploaded.parent_id}, {len(uploaded.runs)} trial runs" if not uploaded.error else uploaded.error
+        state = (
+            f"parent run {uploaded.parent_id}, {len(uploaded.runs)} trial runs"
+            if not uploaded.error
+            else uploaded.error
+        )
         print(f"{bench.id}: {state}")
     left = [bench.id for bench, uploaded in done if uploaded.error]
-    print(f"synced {len(done) - len(left)} benchmark(s) to {tracker.uri}" + (f"; {len(left)} still pending" if left else "")
-          if done else f"nothing to sync: MLflow at {tracker.uri} has every spooled result")  # fmt: skip
+    print(
+        f"synced {len(done) - len(left)} benchmark(s) to {tracker.uri}"
+        + (f"; {len(left)} still pending" if left else "")
+        if done
+        else f"nothing to sync: MLflow at {tracker.uri} has every spooled result"
+    )
     return 1 if left else 0
 
 
@@ -267,8 +309,11 @@ def _airflow(args: argparse.Namespace) -> int:
         airflow.prepare()
         with stopping_on_signals(), airflow:  # Ctrl-C: Aborted, then a graceful stop
             if args.run is None:
-                print(f"Airflow UI: {airflow.url}  (schedule {'on' if args.schedule else 'off: triggered runs only'}; "
-                      f"logs in {airflow.log_dir}; Ctrl-C to stop)", flush=True)  # fmt: skip
+                print(
+                    f"Airflow UI: {airflow.url}  (schedule {'on' if args.schedule else 'off: triggered runs only'}; "
+                    f"logs in {airflow.log_dir}; Ctrl-C to stop)",
+                    flush=True,
+                )
                 while True:
                     time.sleep(3600)
             _, dag = airflow.api("GET", f"/api/v2/dags/{DAG_ID}")
@@ -308,8 +353,10 @@ def _serve(args: argparse.Namespace) -> int:
         wait_ready(server, server_manifest, model.meta)
         print(f"{args.framework} serving {args.model} with {args.workers} worker(s) at {server.base_url}")
         print(f"  curl -s {server.base_url}{server_manifest.health_path}")
-        print(f"  curl -s -X POST {server.base_url}/predict -H 'Content-Type: application/json' "
-              f"-d '{{\"instances\": [{model.meta['samples']['inputs'][0]}]}}'")  # fmt: skip
+        print(
+            f"  curl -s -X POST {server.base_url}/predict -H 'Content-Type: application/json' "
+            f"-d '{{\"instances\": [{model.meta['samples']['inputs'][0]}]}}'"
+        )
         print(f"log: {log_path}   (Ctrl-C to stop)", flush=True)
         while not stop["now"] and server.exit_code() is None:
             time.sleep(0.5)

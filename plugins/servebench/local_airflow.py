@@ -11,6 +11,7 @@ Every setting already in the environment wins, so a user's own Airflow configura
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -19,9 +20,10 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from servebench.base import httpclient, paths, teardown
 from servebench.servers.runner.base import HOST
@@ -98,7 +100,10 @@ class LocalAirflow:
     def _airflow(self, *args: str, timeout: float = 300) -> str:
         """One `airflow` CLI command (3-5 s of start-up each); AirflowFailed with its output when it fails."""
         done = subprocess.run(
-            [str(Path(sys.executable).parent / "airflow"), *args], env=self.env, capture_output=True, text=True,
+            [str(Path(sys.executable).parent / "airflow"), *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
             timeout=timeout,
         )
         if done.returncode != 0:
@@ -120,7 +125,11 @@ class LocalAirflow:
         for name, args in COMPONENTS.items():
             with open(self.log_dir / f"{name}.log", "ab") as out:
                 self._procs[name] = subprocess.Popen(
-                    [airflow, *args], env=self.env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                    [airflow, *args],
+                    env=self.env,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
                     start_new_session=True,
                 )
         log.info("Airflow starting on %s (logs in %s)", self.url, self.log_dir)
@@ -137,7 +146,9 @@ class LocalAirflow:
             try:
                 status, health = httpclient.request(self.url, "GET", "/api/v2/monitor/health", timeout=5)
                 if status == 200 and isinstance(health, dict):
-                    sick = [k for k in ("metadatabase", "scheduler", "dag_processor") if health[k]["status"] != "healthy"]
+                    sick = [
+                        k for k in ("metadatabase", "scheduler", "dag_processor") if health[k]["status"] != "healthy"
+                    ]
                     waiting_for = f"Airflow's {', '.join(sick)}" if sick else f"the DAG {DAG_ID} to be parsed"
                     if not sick and self.api("GET", f"/api/v2/dags/{DAG_ID}", ok=(200, 404))[0] == 200:
                         log.info("Airflow ready at %s", self.url)
@@ -145,7 +156,9 @@ class LocalAirflow:
             except OSError:
                 pass
             time.sleep(1)
-        raise AirflowFailed(f"Airflow not ready after {timeout:.0f}s: waiting for {waiting_for} (logs in {self.log_dir})")
+        raise AirflowFailed(
+            f"Airflow not ready after {timeout:.0f}s: waiting for {waiting_for} (logs in {self.log_dir})"
+        )
 
     def _tail(self, name: str, lines: int = 15) -> str:
         path = self.log_dir / f"{name}.log"
@@ -176,7 +189,9 @@ class LocalAirflow:
                 say(line)
             _, tis = self.api("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances?limit=1000")
             for ti in tis["task_instances"]:
-                name = ti["task_id"] + (f"[{ti['rendered_map_index'] or ti['map_index']}]" if ti["map_index"] >= 0 else "")
+                name = ti["task_id"] + (
+                    f"[{ti['rendered_map_index'] or ti['map_index']}]" if ti["map_index"] >= 0 else ""
+                )
                 state = ti["state"] or "none"
                 if seen.get(name) != state and state in {"running", "success", "failed", "upstream_failed", "skipped"}:
                     took = f" in {ti['duration']:.0f} s" if ti.get("duration") and state != "running" else ""
@@ -203,7 +218,7 @@ class LocalAirflow:
             proc.wait()
         self._procs.clear()
 
-    def __enter__(self) -> "LocalAirflow":
+    def __enter__(self) -> LocalAirflow:
         self.start()
         return self
 
@@ -212,10 +227,8 @@ class LocalAirflow:
 
 
 def _signal(pgid: int, sig: signal.Signals) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(pgid, sig)
-    except ProcessLookupError:
-        pass
 
 
 class LogTails:

@@ -87,9 +87,14 @@ def open_run(
         tags[TAG_DAG_RUN] = dag_run_id
     bench = spool.create(
         spool.Benchmark(
-            spool.benchmark_id(dag_run_id), checked.experiment, _run_name(checked, trigger),
-            checked.model_dump(), tags, {e.name: str(e.dir) for e in exports}, tracker.uri,
-        )  # fmt: skip
+            spool.benchmark_id(dag_run_id),
+            checked.experiment,
+            _run_name(checked, trigger),
+            checked.model_dump(),
+            tags,
+            {e.name: str(e.dir) for e in exports},
+            tracker.uri,
+        )
     )
     log.info("benchmark %s: results are kept in %s, then logged to MLflow at %s", bench.id, bench.folder, tracker.uri)
     upload(bench, tracker, retries=0)
@@ -98,8 +103,14 @@ def open_run(
 
 def _run_name(checked: params.BenchmarkParams, trigger: str) -> str:
     """A parent run's name, saying when and what: `scheduled 2026-11-27 02:00 · lr,mlp × fastapi,flask × w1,2 × u20`."""
-    matrix = " × ".join([",".join(checked.models), ",".join(checked.frameworks),
-                         "w" + ",".join(map(str, checked.worker_counts)), "u" + ",".join(map(str, checked.users))])  # fmt: skip
+    matrix = " × ".join(
+        [
+            ",".join(checked.models),
+            ",".join(checked.frameworks),
+            "w" + ",".join(map(str, checked.worker_counts)),
+            "u" + ",".join(map(str, checked.users)),
+        ]
+    )
     return f"{trigger} {time.strftime('%Y-%m-%d %H:%M')} · {matrix}"
 
 
@@ -134,15 +145,21 @@ def upload(bench: spool.Benchmark, tracker: Tracker, retries: int = len(RETRY_DE
                 run_id = tracker.log_trial(parent_id, result)
                 spool.mark_uploaded(result_file.parent, run_id, tracker.uri)
             for folder in bench.folder.iterdir():
-                if (run_id := spool.uploaded_run(folder)) and folder.name != spool.SUMMARY_DIR:
-                    runs[folder.name] = run_id
+                if (uploaded := spool.uploaded_run(folder)) and folder.name != spool.SUMMARY_DIR:
+                    runs[folder.name] = uploaded
             return Upload(parent_id, runs)
         except Exception as exc:  # noqa: BLE001 - whatever MLflow's fault, the spool keeps the results
             error = _brief(exc)
-            log.warning("MLflow at %s: upload attempt %d of %d failed: %s", tracker.uri, attempt + 1, retries + 1, error)
+            log.warning(
+                "MLflow at %s: upload attempt %d of %d failed: %s", tracker.uri, attempt + 1, retries + 1, error
+            )
     pending = len(bench.pending())
-    log.error("MLflow unreachable; %d result(s) of benchmark %s kept in %s: run `servebench sync` once it is back",
-              pending, bench.id, bench.folder)  # fmt: skip
+    log.error(
+        "MLflow unreachable; %d result(s) of benchmark %s kept in %s: run `servebench sync` once it is back",
+        pending,
+        bench.id,
+        bench.folder,
+    )
     return Upload(None, {}, error)
 
 
@@ -176,8 +193,12 @@ def summarize(benchmark: str, planned: list[TrialSpec], tracker: Tracker) -> sum
         built = report.gather(uploaded.parent_id, tracker, planned)
     else:
         records = [record_of(TrialResult.load(p)) for p in sorted(bench.folder.glob(f"*/{spool.RESULT_FILE}"))]
-        facts = report.about(None, bench.params, bench.tags, **{
-            "benchmark id": bench.id, "tracking URI": f"{tracker.uri} (unreachable: not logged yet)"})  # fmt: skip
+        facts = report.about(
+            None,
+            bench.params,
+            bench.tags,
+            **{"benchmark id": bench.id, "tracking URI": f"{tracker.uri} (unreachable: not logged yet)"},
+        )
         built = report.from_records(records, planned, bench.run_name, facts)
     (bench.summary_dir / spool.UPLOADED_FILE).unlink(missing_ok=True)
     files = report.write(built, bench.summary_dir)
@@ -186,7 +207,12 @@ def summarize(benchmark: str, planned: list[TrialSpec], tracker: Tracker) -> sum
         tracker.log_files(uploaded.parent_id, files, "summary")
         tracker.close_parent(uploaded.parent_id, failed=bool(result.failed))
         spool.mark_uploaded(bench.summary_dir, uploaded.parent_id, tracker.uri)
-        log.info("summary of %d trials (%d not ok) logged to parent run %s", len(result.rows), len(result.failed), uploaded.parent_id)
+        log.info(
+            "summary of %d trials (%d not ok) logged to parent run %s",
+            len(result.rows),
+            len(result.failed),
+            uploaded.parent_id,
+        )
     log.info("report: %s", files[0])
     for row in result.parity_failures:
         log.error("not load-tested, answers differ from the reference: %s: %s", summary.label(row), row["notes"])
@@ -197,12 +223,16 @@ def verdict(result: summary.Summary, nightly: bool, fail_on_regression: bool) ->
     """Why a benchmark run should end red, or None: MLflow unreachable (the morning view lacks the night),
     a regression (a nightly run, or asked for), or configurations that did not run clean."""
     if result.tracking_error:
-        return (f"MLflow unreachable ({result.tracking_error}): results are spooled in {result.files[0].parent.parent}; "
-                "run `servebench sync` once it is back")  # fmt: skip
+        return (
+            f"MLflow unreachable ({result.tracking_error}): results are spooled in {result.files[0].parent.parent}; "
+            "run `servebench sync` once it is back"
+        )
     if result.regressions and (nightly or fail_on_regression):
         return f"{len(result.regressions)} regression(s): " + "; ".join(result.regressions)
     if result.failed:
-        return f"{len(result.failed)} of {len(result.rows)} configurations not ok: " + ", ".join(summary.label(r) for r in result.failed)
+        return f"{len(result.failed)} of {len(result.rows)} configurations not ok: " + ", ".join(
+            summary.label(r) for r in result.failed
+        )
     return None
 
 
@@ -216,7 +246,9 @@ def _judge(bench: spool.Benchmark, records: list[TrialRecord], parent_id: str, t
             continue
         history = tracker.history(bench.experiment, record.tags[TAG_TRIAL_KEY], host, before)
         verdicts = [
-            regression.judge(figure, record.metrics[figure], [h.metrics[figure] for h in history if figure in h.metrics])
+            regression.judge(
+                figure, record.metrics[figure], [h.metrics[figure] for h in history if figure in h.metrics]
+            )
             for figure in regression.JUDGED
             if figure in record.metrics
         ]
@@ -236,7 +268,12 @@ def sync(tracker: Tracker, any_uri: bool = False) -> list[tuple[spool.Benchmark,
             continue
         if bench.tracking_uri != tracker.uri:
             if not any_uri:
-                log.info("benchmark %s is meant for MLflow at %s, not %s: left in the spool", bench.id, bench.tracking_uri, tracker.uri)
+                log.info(
+                    "benchmark %s is meant for MLflow at %s, not %s: left in the spool",
+                    bench.id,
+                    bench.tracking_uri,
+                    tracker.uri,
+                )
                 continue
             log.info("benchmark %s was meant for %s; uploading it to %s", bench.id, bench.tracking_uri, tracker.uri)
         uploaded = upload(bench, tracker, retries=0)

@@ -14,7 +14,7 @@ import json
 import os
 import sys
 import time
-from typing import AsyncIterable, Callable
+from collections.abc import AsyncIterable, Callable
 
 import numpy as np
 import onnxruntime as ort
@@ -81,10 +81,12 @@ class Predictor:
         self.session = ort.InferenceSession(model_path, options, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
         self.latency_us = self._warm_up()  # adapters with a choice (FastAPI) decide how to run it from this
-        log(f"model {self.name} loaded in {time.perf_counter() - started:.2f}s, median predict {self.latency_us:.0f} us")
+        log(
+            f"model {self.name} loaded in {time.perf_counter() - started:.2f}s, median predict {self.latency_us:.0f} us"
+        )
 
     @classmethod
-    def from_env(cls) -> "Predictor":
+    def from_env(cls) -> Predictor:
         return cls(os.environ["SERVEBENCH_MODEL_PATH"], os.environ["SERVEBENCH_MODEL_META"])
 
     def _warm_up(self, rounds: int = 30) -> float:

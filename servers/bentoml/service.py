@@ -35,9 +35,8 @@ import bentoml
 import numpy as np
 import orjson
 from pydantic import BaseModel, ConfigDict
-from starlette.responses import Response
-
 from servebench_model import MAX_BODY_BYTES, BadRequest, Predictor, log
+from starlette.responses import Response
 from store_model import META_FILE, MODEL_FILE, model_tag
 
 JSON = "application/json"
@@ -187,7 +186,12 @@ class ContractMiddleware:
         if path == "/health":
             if method != "GET":
                 return await _respond(send, 405, BadRequest(405, "Method Not Allowed").body())
-            health = {"status": "ok", "model": self.predictor.name, "inference": self.service.inference, "batching": settings.batching}
+            health = {
+                "status": "ok",
+                "model": self.predictor.name,
+                "inference": self.service.inference,
+                "batching": settings.batching,
+            }
             return await _respond(send, 200, orjson.dumps(health))
         await self.app(scope, receive, _JsonErrors(send))
 
@@ -251,7 +255,9 @@ class _JsonErrors:
         status = self.start["status"]
         text = b"".join(self.chunks).decode(errors="replace").strip() or HTTPStatus(status).phrase
         body = BadRequest(status, text).body()
-        headers = [(k, v) for k, v in self.start.get("headers", []) if k.lower() not in (b"content-type", b"content-length")]
+        headers = [
+            (k, v) for k, v in self.start.get("headers", []) if k.lower() not in (b"content-type", b"content-length")
+        ]
         headers += [(b"content-type", JSON.encode()), (b"content-length", str(len(body)).encode())]
         await self.send({**self.start, "headers": headers})
         await self.send({"type": "http.response.body", "body": body})

@@ -18,8 +18,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 HERE = Path(__file__).resolve().parent
 COMMON = HERE.parent / "_common" / "servebench_model.py"
@@ -85,7 +85,9 @@ def build_bento(tag: str, meta: dict, build_options: list[str]) -> str:
         proc = subprocess.run(command, cwd=staging, capture_output=True, text=True)  # bentoml reads only under cwd
     if proc.returncode != 0:
         sys.exit(f"bentoml build failed (exit {proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-    built = next((line.split("__tag__:", 1)[1].strip() for line in proc.stdout.splitlines() if "__tag__:" in line), None)
+    built = next(
+        (line.split("__tag__:", 1)[1].strip() for line in proc.stdout.splitlines() if "__tag__:" in line), None
+    )
     if built != bento_tag:
         sys.exit(f"bentoml build printed {built!r}, expected {bento_tag!r}:\n{proc.stdout}\n{proc.stderr}")
     return bento_tag

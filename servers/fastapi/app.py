@@ -4,10 +4,9 @@ import os
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
+from servebench_model import BadRequest, Predictor, log, read_limited_async
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
-
-from servebench_model import BadRequest, Predictor, log, read_limited_async
 
 # Below this median latency a prediction runs on the event loop: a thread hop would cost more than it saves.
 # Measured (benchmarks/fastapi_inference_mode.py): lr at ~25 us loses 45% throughput in the thread pool,

@@ -3,9 +3,8 @@
 import json
 
 from flask import Flask, Response, request
-from werkzeug.exceptions import HTTPException
-
 from servebench_model import BadRequest, Predictor, read_limited
+from werkzeug.exceptions import HTTPException
 
 predictor = Predictor.from_env()
 app = Flask(__name__)
@@ -23,7 +22,9 @@ def predict() -> Response:
     try:
         predictor.check_length(request.content_length)
         # a body without a length (chunked) is counted as it arrives; one with a length is bounded by it
-        body = request.get_data(cache=False) if request.content_length is not None else read_limited(request.stream.read)
+        body = (
+            request.get_data(cache=False) if request.content_length is not None else read_limited(request.stream.read)
+        )
         X = predictor.parse(body)
     except BadRequest as exc:
         return Response(exc.body(), status=exc.status, mimetype=JSON)

@@ -17,7 +17,7 @@ import shutil
 import tempfile
 
 # Ray reads these when it is imported or starts its processes, which inherit them.
-os.environ["RAY_process_group_cleanup_enabled"] = "0"  # workers stay in our process group (see above)
+os.environ["RAY_process_group_cleanup_enabled"] = "0"  # noqa: SIM112 - Ray spells it so; workers stay in our group
 os.environ.setdefault("RAY_worker_niceness", "0")  # Ray runs workers at nice 15: replicas would yield to anything
 # On SIGTERM the driver would wait ~5 s to flush task events to a GCS the same signal already stopped.
 os.environ.setdefault("RAY_task_events_shutdown_flush_timeout_ms", "500")
@@ -32,24 +32,23 @@ os.environ.setdefault("RAY_COLOR_PREFIX", "0")  # plain "(ServeReplica pid=...)"
 os.environ.setdefault("RAY_AUTH_MODE", "token")
 os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
 
-import argparse  # noqa: E402
-import signal  # noqa: E402
-import sys  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
+import argparse
+import signal
+import sys
+import threading
+import time
 
-import orjson  # noqa: E402
-import ray  # noqa: E402
-import ray._private.services  # noqa: E402
-import ray.serve._private.replica  # noqa: E402
-from fastapi import FastAPI, Request  # noqa: E402
-from fastapi.responses import Response  # noqa: E402
-from ray import serve  # noqa: E402
-from ray.serve.schema import LoggingConfig  # noqa: E402
-from starlette.concurrency import run_in_threadpool  # noqa: E402
-from starlette.exceptions import HTTPException  # noqa: E402
-
-from servebench_model import BadRequest, Predictor, log, read_limited_async  # noqa: E402
+import orjson
+import ray
+import ray._private.services
+import ray.serve._private.replica
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+from ray import serve
+from ray.serve.schema import LoggingConfig
+from servebench_model import BadRequest, Predictor, log, read_limited_async
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 
 # As in servers/fastapi/app.py: light models predict on the replica's event loop, heavy ones in a thread.
 INLINE_BELOW_US = float(os.environ.get("SERVEBENCH_INLINE_BELOW_US", 200))
@@ -177,7 +176,9 @@ def main() -> int:
         ray_up.set()
         quiet = LoggingConfig(enable_access_log=False, log_level="WARNING")
         serve.start(http_options={"host": args.host, "port": args.port}, logging_config=quiet)
-        serve.run(Model.options(num_replicas=args.workers).bind(), name="servebench", route_prefix="/", logging_config=quiet)
+        serve.run(
+            Model.options(num_replicas=args.workers).bind(), name="servebench", route_prefix="/", logging_config=quiet
+        )
         open(os.environ[READY_FILE], "w").close()
         log(f"ray serve ready with {args.workers} replica(s) in {time.perf_counter() - started:.1f}s")
         while True:

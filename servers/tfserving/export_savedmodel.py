@@ -53,7 +53,7 @@ class DenseModel(tf.Module):
 
     def _serve(self, instances: tf.Tensor) -> dict[str, tf.Tensor]:
         x = instances
-        for kernel, bias, activation in zip(self.kernels, self.biases, self.activations):
+        for kernel, bias, activation in zip(self.kernels, self.biases, self.activations, strict=True):
             x = ACTIVATIONS[activation](tf.matmul(x, kernel) + bias)
         if x.shape[-1] == 1:  # binary with one logistic output p: probabilities [1 - p, p]
             x = tf.concat([1.0 - x, x], axis=1)

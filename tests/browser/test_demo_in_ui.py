@@ -15,6 +15,7 @@ from urllib.parse import quote
 
 import psutil
 import pytest
+
 from servebench.local_airflow import DAG_ID, LocalAirflow
 from servebench.servers.runner.local import free_port
 
@@ -23,8 +24,16 @@ from .trigger_form import chromium, why_no_browser
 
 pytestmark = [pytest.mark.browser, pytest.mark.skipif(bool(why_no_browser()), reason=why_no_browser() or "")]
 SERVEBENCH = str(Path(sys.executable).parent / "servebench")
-CONF = {"models": ["lr"], "frameworks": ["fastapi"], "workers": [1], "users": [4], "duration": 2, "warmup": 0,
-        "repeats": 1, "experiment": "demo-in-ui"}  # fmt: skip
+CONF = {
+    "models": ["lr"],
+    "frameworks": ["fastapi"],
+    "workers": [1],
+    "users": [4],
+    "duration": 2,
+    "warmup": 0,
+    "repeats": 1,
+    "experiment": "demo-in-ui",
+}
 
 
 def airflow_processes(home: Path) -> list[str]:
@@ -43,20 +52,33 @@ def test_the_demos_run_and_its_task_logs_in_the_ui(tmp_path: Path) -> None:
     home, port = tmp_path / "airflow", free_port()
     env = {**os.environ, "AIRFLOW_HOME": str(home)}
     done = subprocess.run(
-        [SERVEBENCH, "airflow", "--port", str(port), "--run", json.dumps(CONF)], env=env, capture_output=True,
-        text=True, timeout=900,
-    )  # fmt: skip
+        [SERVEBENCH, "airflow", "--port", str(port), "--run", json.dumps(CONF)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     said = done.stdout + done.stderr
     assert done.returncode == 0, said[-4000:]
-    for progress in ("task plan: success", "task build_server[fastapi]: success", "trial lr · fastapi · w1 · u4: ok",
-                     "task run_trial[lr-fastapi-w1-u4]: success", "task summarize: success", ": success; task logs in"):  # fmt: skip
+    for progress in (
+        "task plan: success",
+        "task build_server[fastapi]: success",
+        "trial lr · fastapi · w1 · u4: ok",
+        "task run_trial[lr-fastapi-w1-u4]: success",
+        "task summarize: success",
+        ": success; task logs in",
+    ):
         assert progress in said, f"{progress!r} not in the output:\n{said[-4000:]}"
     assert airflow_processes(home) == []
 
     ui = subprocess.Popen(
-        [SERVEBENCH, "airflow", "--port", str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True, start_new_session=True,
-    )  # fmt: skip
+        [SERVEBENCH, "airflow", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
         assert ui.stdout is not None
         lines = []
@@ -68,7 +90,9 @@ def test_the_demos_run_and_its_task_logs_in_the_ui(tmp_path: Path) -> None:
         _, runs = client.api("GET", f"/api/v2/dags/{DAG_ID}/dagRuns")
         (run,) = runs["dag_runs"]
         assert (run["state"], run["conf"], run["run_type"]) == ("success", CONF, "manual")
-        assert client.api("GET", f"/api/v2/dags/{DAG_ID}")[1]["is_paused"], "the demo leaves the DAG paused, as it found it"
+        assert client.api("GET", f"/api/v2/dags/{DAG_ID}")[1]["is_paused"], (
+            "the demo leaves the DAG paused, as it found it"
+        )
         _, pools = client.api("GET", "/api/v2/pools/servebench_load")
         assert pools["slots"] == 1
 

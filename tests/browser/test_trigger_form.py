@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
+
 from servebench.local_airflow import DAG_ID, LocalAirflow
 from servebench.servers.runner.local import free_port
 from unit.test_trigger_form import EVERY_FIELD_SET
@@ -101,10 +103,26 @@ REFUSED = [
     ("workers-zero", lambda f: f.json_list("workers", "0"), "param workers: 0 is less than the minimum of 1"),
     ("workers-word", lambda f: f.json_list("workers", '"many"'), "param workers: 'many' does not match '^auto$'"),
     ("users-zero", lambda f: f.json_list("users", "10, 0"), "param users: 0 is less than the minimum of 1"),
-    ("duration-zero", lambda f: (f.section("Load"), f.number("duration", 0)), "param duration: 0 is less than or equal to the minimum of 0"),
-    ("rate-zero", lambda f: (f.section("Load"), f.number("rate", 0)), "param rate: 0 is less than or equal to the minimum of 0"),
-    ("cpu-split-word", lambda f: (f.section("Load"), f.text("cpu_split", "half")), "param cpu_split: 'half' does not match"),
-    ("cpuset-word", lambda f: (f.section("Where servers run"), f.text("cpuset", "one")), "param cpuset: 'one' does not match"),
+    (
+        "duration-zero",
+        lambda f: (f.section("Load"), f.number("duration", 0)),
+        "param duration: 0 is less than or equal to the minimum of 0",
+    ),
+    (
+        "rate-zero",
+        lambda f: (f.section("Load"), f.number("rate", 0)),
+        "param rate: 0 is less than or equal to the minimum of 0",
+    ),
+    (
+        "cpu-split-word",
+        lambda f: (f.section("Load"), f.text("cpu_split", "half")),
+        "param cpu_split: 'half' does not match",
+    ),
+    (
+        "cpuset-word",
+        lambda f: (f.section("Where servers run"), f.text("cpuset", "one")),
+        "param cpuset: 'one' does not match",
+    ),
 ]
 
 
@@ -138,4 +156,3 @@ def test_the_form_keeps_out_what_it_can(airflow: LocalAirflow, form: TriggerForm
     form.section("Where servers run")
     form.shot("clamped-memory")
     assert form.number_shown("memory_mb") == "64"
-

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from selenium import webdriver
 from selenium.common.exceptions import (
@@ -20,15 +21,27 @@ from selenium.webdriver.remote.webdriver import WebDriver
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 # What the workplace's closed network needs: no background connections, no sandbox as root.
-FLAGS = (
-    "--headless=new --no-sandbox --disable-gpu --disable-quic --no-first-run --disable-background-networking "
-    "--disable-component-update --disable-sync --disable-dev-shm-usage --window-size=1400,2600"
-).split()
+FLAGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--window-size=1400,2600",
+]
 
 
 def why_no_browser() -> str | None:
     missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not shutil.which(p)]
-    return f"no {' or '.join(missing)}: apt-get install chromium chromium-driver (scripts/setup.sh --test does)" if missing else None
+    return (
+        f"no {' or '.join(missing)}: apt-get install chromium chromium-driver (scripts/setup.sh --test does)"
+        if missing
+        else None
+    )
 
 
 def chromium(profile: Path) -> WebDriver:
@@ -113,7 +126,9 @@ class TriggerForm:
         self._keys(Keys.BACKSPACE, str(value))
 
     def number_shown(self, name: str) -> str:
-        return str(self.d.find_element(By.CSS_SELECTOR, f"[id='number-input:element_{name}'] input").get_attribute("value"))
+        return str(
+            self.d.find_element(By.CSS_SELECTOR, f"[id='number-input:element_{name}'] input").get_attribute("value")
+        )
 
     def text(self, name: str, value: str) -> None:
         self._click(By.ID, f"element_{name}")
@@ -127,7 +142,9 @@ class TriggerForm:
         box = self.d.find_element(By.XPATH, "//label[contains(., 'Unpause')]//input[@type='checkbox']")
         if box.is_selected():
             self._click(By.XPATH, "//label[contains(., 'Unpause')]")
-        assert not self.d.find_element(By.XPATH, "//label[contains(., 'Unpause')]//input[@type='checkbox']").is_selected()
+        assert not self.d.find_element(
+            By.XPATH, "//label[contains(., 'Unpause')]//input[@type='checkbox']"
+        ).is_selected()
 
     def trigger_button(self) -> Any:
         return self.d.find_elements(By.XPATH, "//*[@role='dialog']//button[normalize-space(.)='Trigger']")[-1]
@@ -139,7 +156,9 @@ class TriggerForm:
         """The message Airflow shows when it refuses the trigger."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            found = self.d.find_elements(By.XPATH, "//*[@role='dialog']//*[contains(text(), 'Invalid input for param')]/..")
+            found = self.d.find_elements(
+                By.XPATH, "//*[@role='dialog']//*[contains(text(), 'Invalid input for param')]/.."
+            )
             if found:
                 return str(found[0].text)
             time.sleep(0.3)

@@ -12,9 +12,21 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_backend_overhead_runs(engine: Any, no_leftover_containers: None) -> None:
     proc = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "backend_overhead.py"), "--frameworks", "cpp",
-         "--users", "2", "--duration", "1", "--warmup", "0"],
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "backend_overhead.py"),
+            "--frameworks",
+            "cpp",
+            "--users",
+            "2",
+            "--duration",
+            "1",
+            "--warmup",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "cpu µs/req ratio" in proc.stdout and "\ncpp " in proc.stdout and "failed" not in proc.stdout, proc.stdout

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from mlflow.tracking import MlflowClient
+
 from servebench import pipeline
 from servebench.models.export import export_model
 from servebench.results.records import TAG_REASON, TAG_STATUS
@@ -21,8 +22,16 @@ from servebench.servers.readiness import wait_ready
 from servebench.servers.runner.container import ContainerRunner, reap_orphans
 
 SERVING = ("fastapi", "cpp")
-MATRIX = {"models": ["lr"], "frameworks": [*SERVING, "broken"], "workers": [1], "users": [10],
-          "spawn_rate": 20, "duration": 4, "warmup": 1, "repeats": 1}  # fmt: skip
+MATRIX = {
+    "models": ["lr"],
+    "frameworks": [*SERVING, "broken"],
+    "workers": [1],
+    "users": [10],
+    "spawn_rate": 20,
+    "duration": 4,
+    "warmup": 1,
+    "repeats": 1,
+}
 LIMITS = {"cpuset": "1", "memory_mb": 1024}
 
 
@@ -31,13 +40,20 @@ def both_backends(engine: Any) -> dict[str, dict[str, Any]]:
     """One short benchmark per backend, same matrix; their MLflow child runs by framework."""
     runs: dict[str, dict[str, Any]] = {}
     for backend, extra in (("docker", LIMITS), ("local", {})):
-        outcome = pipeline.run_all({**MATRIX, **extra, "backend": backend, "experiment": f"containers-{backend}"}, trigger="test")
+        outcome = pipeline.run_all(
+            {**MATRIX, **extra, "backend": backend, "experiment": f"containers-{backend}"}, trigger="test"
+        )
         tracker = Tracker()
-        runs[backend] = {r.params["framework"]: MlflowClient(tracker.uri).get_run(r.run_id) for r in tracker.trial_runs(outcome.summary.parent_id)}
+        runs[backend] = {
+            r.params["framework"]: MlflowClient(tracker.uri).get_run(r.run_id)
+            for r in tracker.trial_runs(outcome.summary.parent_id)
+        }
     return runs
 
 
-def test_a_benchmark_in_containers_logs_the_same_figures_as_local_processes(both_backends: dict, no_leftover_containers: None) -> None:
+def test_a_benchmark_in_containers_logs_the_same_figures_as_local_processes(
+    both_backends: dict, no_leftover_containers: None
+) -> None:
     docker, local = both_backends["docker"], both_backends["local"]
     for framework in SERVING:
         run, twin = docker[framework], local[framework]
@@ -49,7 +65,7 @@ def test_a_benchmark_in_containers_logs_the_same_figures_as_local_processes(both
         assert set(run.data.metrics) == set(twin.data.metrics), "both backends log the same figures"
         figures = run.data.metrics
         assert figures["rps"] > 0 and figures["requests"] >= 4 * 10 and figures["error_rate"] == 0
-        assert 0 < figures["server_cpu_percent_avg"] and figures["server_rss_mb_max"] > 0
+        assert figures["server_cpu_percent_avg"] > 0 and figures["server_rss_mb_max"] > 0
         # cpuset "1" is one CPU: the Engine's own accounting cannot show much more than 100 %.
         assert figures["server_cpu_percent_max"] <= 115, figures["server_cpu_percent_max"]
 
@@ -60,7 +76,9 @@ def test_a_server_that_crashes_in_its_container_fails_alone_with_its_log(both_ba
     assert "exited with code 3" in broken.data.tags[TAG_REASON]
 
 
-def test_a_container_has_its_limits_its_log_and_is_removed(engine: Any, tmp_path: Path, no_leftover_containers: None) -> None:
+def test_a_container_has_its_limits_its_log_and_is_removed(
+    engine: Any, tmp_path: Path, no_leftover_containers: None
+) -> None:
     fastapi, lr = manifest.get("fastapi"), export_model("lr")
     server = ContainerRunner(cpuset="0", memory_mb=256).start(fastapi, lr, 2, tmp_path / "server.log")
     try:
@@ -95,8 +113,12 @@ os._exit(0)  # dies like a SIGKILLed task: no finally, no stop()
 """
 
 
-def test_a_container_whose_owner_died_is_removed_by_the_next_runner(engine: Any, tmp_path: Path, no_leftover_containers: None) -> None:
-    proc = subprocess.run([sys.executable, "-c", KILLED_OWNER, str(tmp_path / "log")], capture_output=True, text=True, timeout=300)
+def test_a_container_whose_owner_died_is_removed_by_the_next_runner(
+    engine: Any, tmp_path: Path, no_leftover_containers: None
+) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", KILLED_OWNER, str(tmp_path / "log")], capture_output=True, text=True, timeout=300
+    )
     name = proc.stdout.strip().splitlines()[-1]
     assert engine.containers.list(all=True, filters={"name": name}), proc.stderr[-2000:]
     assert name in reap_orphans(engine)
@@ -106,7 +128,9 @@ def test_a_container_whose_owner_died_is_removed_by_the_next_runner(engine: Any,
 def _has_serving_image(engine: Any) -> bool:
     tfserving = manifest.get("tfserving")
     text = images.dockerfile(tfserving).read_text()
-    serving = next(i for i, arg in images.base_images(text, images.build_args(tfserving, text)).items() if arg == "SERVING_IMAGE")
+    serving = next(
+        i for i, arg in images.base_images(text, images.build_args(tfserving, text)).items() if arg == "SERVING_IMAGE"
+    )
     return bool(engine.images.list(name=serving))
 
 
@@ -118,14 +142,20 @@ def test_selecting_tf_serving_without_its_image_fails_at_once_saying_how_to_prov
         pipeline.validate({"backend": "docker", "frameworks": ["fastapi", "tfserving"], "models": ["lr"]})
     assert time.monotonic() - began < 60
     message = str(err.value)
-    assert "tensorflow/serving" in message and "docker pull" in message and "SERVEBENCH_BUILD_ARG_SERVING_IMAGE" in message
+    assert (
+        "tensorflow/serving" in message and "docker pull" in message and "SERVEBENCH_BUILD_ARG_SERVING_IMAGE" in message
+    )
 
 
 def test_tf_serving_serves_the_model_exactly(engine: Any, tmp_path: Path, no_leftover_containers: None) -> None:
     if not _has_serving_image(engine):
-        pytest.skip("no tensorflow/serving image on this engine and no registry to pull it from "
-                    "(docker pull tensorflow/serving:2.18.0, or SERVEBENCH_BUILD_ARG_SERVING_IMAGE)")  # fmt: skip
-    outcome = pipeline.run_all({**MATRIX, "frameworks": ["tfserving"], "backend": "docker", "experiment": "tfserving"}, trigger="test")
-    (result, _), = outcome.results
+        pytest.skip(
+            "no tensorflow/serving image on this engine and no registry to pull it from "
+            "(docker pull tensorflow/serving:2.18.0, or SERVEBENCH_BUILD_ARG_SERVING_IMAGE)"
+        )
+    outcome = pipeline.run_all(
+        {**MATRIX, "frameworks": ["tfserving"], "backend": "docker", "experiment": "tfserving"}, trigger="test"
+    )
+    ((result, _),) = outcome.results
     assert result.ok and result.context["parity"] == "pass", result.reason
     assert json.loads((result.out_dir / "parity.json").read_text())["passed"]

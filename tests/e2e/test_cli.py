@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 
 from mlflow.tracking import MlflowClient
+
 from servebench.base.httpclient import request
 from servebench.results.tracker import Tracker
 from servebench.servers.runner.local import free_port
@@ -19,8 +20,25 @@ from .conftest import BIN, run
 def test_run_prints_json_and_logs_to_the_tracking_uri_it_is_given(tmp_path: Path, no_leftover_processes: None) -> None:
     uri = f"sqlite:///{tmp_path / 'own.db'}"
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
-    cmd = [str(BIN / "servebench"), "run", "--models", "lr", "--frameworks", "fastapi,flask", "--workers", "1",
-           "--users", "5", "--duration", "2", "--warmup", "1", "--experiment", "cli", "--json"]  # fmt: skip
+    cmd = [
+        str(BIN / "servebench"),
+        "run",
+        "--models",
+        "lr",
+        "--frameworks",
+        "fastapi,flask",
+        "--workers",
+        "1",
+        "--users",
+        "5",
+        "--duration",
+        "2",
+        "--warmup",
+        "1",
+        "--experiment",
+        "cli",
+        "--json",
+    ]
     proc = run(cmd, env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "trial 2/2" in proc.stderr  # progress goes to the terminal, JSON alone to stdout
@@ -43,24 +61,48 @@ def test_run_rejects_bad_options_naming_them() -> None:
     assert proc.returncode == 2 and "expected a comma-separated list of int" in proc.stderr
 
 
-def test_a_malformed_manifest_or_unknown_model_is_rejected_before_any_server_starts(tmp_path: Path, no_leftover_processes: None) -> None:
+def test_a_malformed_manifest_or_unknown_model_is_rejected_before_any_server_starts(
+    tmp_path: Path, no_leftover_processes: None
+) -> None:
     bad = tmp_path / "servers" / "bad"
     bad.mkdir(parents=True)
-    (bad / "manifest.toml").write_text('name = "bad"\nlanguage = "cpp"\nmodel_format = "onnx"\nstart = "./server --port {port}"\n')
-    env = {**os.environ, "SERVEBENCH_SERVERS_PATH": f"{tmp_path / 'servers'}{os.pathsep}{os.environ['SERVEBENCH_SERVERS_PATH']}"}
+    (bad / "manifest.toml").write_text(
+        'name = "bad"\nlanguage = "cpp"\nmodel_format = "onnx"\nstart = "./server --port {port}"\n'
+    )
+    env = {
+        **os.environ,
+        "SERVEBENCH_SERVERS_PATH": f"{tmp_path / 'servers'}{os.pathsep}{os.environ['SERVEBENCH_SERVERS_PATH']}",
+    }
     proc = run([str(BIN / "servebench"), "run", "--frameworks", "fastapi,bad", "--models", "lr"], env)
-    assert proc.returncode == 2 and f"{bad / 'manifest.toml'}: start: Input should be a valid list" in proc.stderr, proc.stderr
+    assert proc.returncode == 2 and f"{bad / 'manifest.toml'}: start: Input should be a valid list" in proc.stderr, (
+        proc.stderr
+    )
     proc = run([str(BIN / "servebench"), "run", "--frameworks", "fastapi", "--models", "lr,nope"], env)
-    assert proc.returncode == 2 and "models: Value error, unknown model(s) ['nope']; known: " in proc.stderr, proc.stderr
+    assert proc.returncode == 2 and "models: Value error, unknown model(s) ['nope']; known: " in proc.stderr, (
+        proc.stderr
+    )
     assert "starting" not in proc.stderr  # nothing was started
 
 
 def test_serve_runs_one_server_until_interrupted(no_leftover_processes: None) -> None:
     port = free_port()
     proc = subprocess.Popen(
-        [str(BIN / "servebench"), "serve", "--framework", "flask", "--model", "lr", "--workers", "2", "--port", str(port)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+        [
+            str(BIN / "servebench"),
+            "serve",
+            "--framework",
+            "flask",
+            "--model",
+            "lr",
+            "--workers",
+            "2",
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         assert proc.stdout is not None
         first = proc.stdout.readline()

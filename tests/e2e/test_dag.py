@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
+
 from servebench import pipeline
 from servebench.results import environment
 from servebench.results.records import TrialResult
@@ -19,9 +20,17 @@ from .conftest import BIN, run
 
 SERVING = ("fastapi", "flask", "bentoml", "cpp")  # fixtures: `broken` exits, `drifting` answers one input wrongly
 CONF = {
-    "models": ["lr", "mlp"], "frameworks": [*SERVING, "broken", "drifting"], "workers": [1, 2], "users": [8],
-    "spawn_rate": 20, "duration": 3, "warmup": 1, "repeats": 2, "experiment": "e2e", "fail_on_regression": True,
-}  # fmt: skip
+    "models": ["lr", "mlp"],
+    "frameworks": [*SERVING, "broken", "drifting"],
+    "workers": [1, 2],
+    "users": [8],
+    "spawn_rate": 20,
+    "duration": 3,
+    "warmup": 1,
+    "repeats": 2,
+    "experiment": "e2e",
+    "fail_on_regression": True,
+}
 SLOWER = "lr-fastapi-w1-u8"  # its history says a million req/s: tonight's run is a regression
 
 
@@ -37,9 +46,19 @@ def seed_history(folder: Path) -> None:
     spec = next(s for s in pipeline.validate(CONF)[1] if s.key == SLOWER)
     tracker = Tracker()
     for night in range(3):
-        bench = Benchmark(f"history-{night}", "e2e", f"scheduled night {night}", {}, {"trigger": "scheduled", **environment.host_tags()}, {}, tracker.uri)
+        bench = Benchmark(
+            f"history-{night}",
+            "e2e",
+            f"scheduled night {night}",
+            {},
+            {"trigger": "scheduled", **environment.host_tags()},
+            {},
+            tracker.uri,
+        )
         (folder / bench.id).mkdir()
-        tracker.log_trial(tracker.open_parent(bench), TrialResult(spec, "ok", metrics={"rps": 1e6 + night}, out_dir=folder / bench.id))
+        tracker.log_trial(
+            tracker.open_parent(bench), TrialResult(spec, "ok", metrics={"rps": 1e6 + night}, out_dir=folder / bench.id)
+        )
 
 
 def dag_runs(env: dict[str, str]) -> list[dict]:
@@ -54,7 +73,10 @@ def test_every_trial_is_a_child_run_with_sound_figures(dag_run: dict, no_leftove
     parent = MlflowClient(tracker.uri).get_run(parent_id)
     assert parent.data.tags["trigger"] == "manual" and parent.data.tags["airflow.dag_run_id"]
     assert all(parent.data.tags[f"model.{m}.sklearn_uri"].startswith("models:/") for m in ("lr", "mlp"))
-    children = {(r.params["model"], r.params["framework"], r.params["workers"]): MlflowClient(tracker.uri).get_run(r.run_id) for r in tracker.trial_runs(parent_id)}
+    children = {
+        (r.params["model"], r.params["framework"], r.params["workers"]): MlflowClient(tracker.uri).get_run(r.run_id)
+        for r in tracker.trial_runs(parent_id)
+    }
     assert set(children) == {(m, fw, w) for m in ("lr", "mlp") for fw in CONF["frameworks"] for w in ("1", "2")}
     for (model, framework, _), child in children.items():
         if framework not in SERVING:
@@ -63,8 +85,15 @@ def test_every_trial_is_a_child_run_with_sound_figures(dag_run: dict, no_leftove
         assert child.info.status == "FINISHED" and child.data.tags["servebench.status"] == "ok"
         assert m["rps"] > 0 and m["error_rate"] == 0 and m["requests"] > 50
         if "latency_ms_p99" not in m:  # left out, not guessed, when under 10 responses lie beyond it
-            assert m["requests"] < 1000 * m["repeats"] and "too_few_requests_for_p99" in child.data.tags["servebench.flags"]
-        shown = [m[k] for k in ("latency_ms_min", "latency_ms_p50", "latency_ms_p95", "latency_ms_p99", "latency_ms_max") if k in m]
+            assert (
+                m["requests"] < 1000 * m["repeats"]
+                and "too_few_requests_for_p99" in child.data.tags["servebench.flags"]
+            )
+        shown = [
+            m[k]
+            for k in ("latency_ms_min", "latency_ms_p50", "latency_ms_p95", "latency_ms_p99", "latency_ms_max")
+            if k in m
+        ]
         assert len(shown) >= 4 and shown == sorted(shown)
         if model == "lr":  # thousands of requests: every percentile up to p99 must be there
             assert m["latency_ms_p50"] <= m["latency_ms_p95"] <= m["latency_ms_p99"] <= m["latency_ms_max"]
@@ -82,8 +111,20 @@ def test_every_trial_is_a_child_run_with_sound_figures(dag_run: dict, no_leftove
         assert child.data.params["load"] == "closed" and child.data.params["cpu_split"] == "auto"
         assert child.data.params["server_cpus"] and child.data.params["loadgen_cpus"]
     artifacts = {a.path for a in MlflowClient(tracker.uri).list_artifacts(parent_id, "summary")}
-    assert artifacts == {f"summary/{name}" for name in ("index.html", "summary.csv", "summary.md", "throughput_vs_workers.png",
-                                                        "latency_percentiles.png", "pareto.png", "resources.png", "timeseries.png", "history.png")}
+    assert artifacts == {
+        f"summary/{name}"
+        for name in (
+            "index.html",
+            "summary.csv",
+            "summary.md",
+            "throughput_vs_workers.png",
+            "latency_percentiles.png",
+            "pareto.png",
+            "resources.png",
+            "timeseries.png",
+            "history.png",
+        )
+    }
 
 
 def test_each_trial_links_to_the_registered_model_version_it_served(dag_run: dict) -> None:
@@ -92,7 +133,10 @@ def test_each_trial_links_to_the_registered_model_version_it_served(dag_run: dic
     for model in ("lr", "mlp"):
         name, version = parent.data.tags[f"model.{model}.version"].split("/")
         registered = MlflowClient(tracker.uri).get_model_version(name, version)
-        assert name == f"servebench-{model}" and registered.tags["servebench.export_key"] == parent.data.tags[f"model.{model}.key"]
+        assert (
+            name == f"servebench-{model}"
+            and registered.tags["servebench.export_key"] == parent.data.tags[f"model.{model}.key"]
+        )
     for record in tracker.trial_runs(parent.info.run_id):
         if record.params["framework"] not in SERVING:
             continue
@@ -100,16 +144,24 @@ def test_each_trial_links_to_the_registered_model_version_it_served(dag_run: dic
         assert record.tags["model.version"] == parent.data.tags[f"model.{model}.version"]
         served = MlflowClient(tracker.uri).get_run(record.run_id).inputs.model_inputs
         flavor = "onnx" if record.params["model_format"] == "onnx" else "sklearn"
-        assert [m.model_id for m in served] == [parent.data.tags[f"model.{model}.{flavor}_uri"].removeprefix("models:/")]
+        assert [m.model_id for m in served] == [
+            parent.data.tags[f"model.{model}.{flavor}_uri"].removeprefix("models:/")
+        ]
 
 
-def test_a_regression_against_the_nights_before_turns_the_run_red_and_is_reported(dag_run: dict, tmp_path: Path) -> None:
+def test_a_regression_against_the_nights_before_turns_the_run_red_and_is_reported(
+    dag_run: dict, tmp_path: Path
+) -> None:
     tracker = Tracker()
     parent_id = tracker.latest_parent("e2e")
     slower = next(r for r in tracker.trial_runs(parent_id) if r.tags["servebench.trial_key"] == SLOWER)
     assert slower.tags["servebench.verdict"] == "regression" and slower.metrics["baseline/rps"] == 1e6 + 1
     assert "1 regression(s): lr/fastapi/w1/u8: rps " in dag_run["output"]  # the summarize task's failure
-    others = [r for r in tracker.trial_runs(parent_id) if r.tags.get("servebench.status") == "ok" and r.run_id != slower.run_id]
+    others = [
+        r
+        for r in tracker.trial_runs(parent_id)
+        if r.tags.get("servebench.status") == "ok" and r.run_id != slower.run_id
+    ]
     assert others and all(r.tags["servebench.verdict"] == "no_baseline" for r in others)
     # `servebench report` rebuilds the page from MLflow alone; the regression is a section of it
     proc = run([str(BIN / "servebench"), "report", parent_id, "--out", str(tmp_path)], dict(os.environ))
@@ -117,15 +169,23 @@ def test_a_regression_against_the_nights_before_turns_the_run_red_and_is_reporte
     page = (tmp_path / "index.html").read_text()
     assert "<li class=bad><b>lr/fastapi/w1/u8</b>: rps " in page and "fastest: <b class=big>" in page
     logged = Path(MlflowClient(tracker.uri).download_artifacts(parent_id, "summary/index.html")).read_text()
-    strip = lambda text: re.sub(r"Generated [^<]* by servebench", "", text)  # noqa: E731
-    assert strip(logged) == strip(page)  # what the DAG logged is what the command rebuilds
+    generated = re.compile(r"Generated [^<]* by servebench")
+    assert generated.sub("", logged) == generated.sub("", page)  # what the DAG logged is what the command rebuilds
 
 
 def runs_of(framework: str) -> tuple[Tracker, str, list]:
     """The tracker, the e2e parent run, and the trial runs of one framework in it."""
     tracker = Tracker()
     parent_id = tracker.latest_parent("e2e")
-    return tracker, parent_id, [MlflowClient(tracker.uri).get_run(r.run_id) for r in tracker.trial_runs(parent_id) if r.params["framework"] == framework]
+    return (
+        tracker,
+        parent_id,
+        [
+            MlflowClient(tracker.uri).get_run(r.run_id)
+            for r in tracker.trial_runs(parent_id)
+            if r.params["framework"] == framework
+        ],
+    )
 
 
 def test_a_failing_server_fails_only_its_configurations(dag_run: dict) -> None:
@@ -161,8 +221,13 @@ def test_a_server_whose_answers_differ_is_not_load_tested_and_is_listed(dag_run:
         reason = child.data.tags["servebench.failure_reason"]
         assert reason.startswith("parity: wrong answer to a batch of 16 sample inputs: sample input 5 [")
         assert "rps" not in child.data.metrics  # never load-tested
-        report = json.loads(Path(MlflowClient(tracker.uri).download_artifacts(child.info.run_id, "parity.json")).read_text())
+        report = json.loads(
+            Path(MlflowClient(tracker.uri).download_artifacts(child.info.run_id, "parity.json")).read_text()
+        )
         assert report["passed"] is False
     summary_md = Path(MlflowClient(tracker.uri).download_artifacts(parent_id, "summary/summary.md")).read_text()
     assert "|  | mlp | drifting | 2 | 8 | failed | fail |" in summary_md
-    assert "not load-tested, answers differ from the reference: lr/drifting/w1/u8: parity: wrong answer" in dag_run["output"]
+    assert (
+        "not load-tested, answers differ from the reference: lr/drifting/w1/u8: parity: wrong answer"
+        in dag_run["output"]
+    )

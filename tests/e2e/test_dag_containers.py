@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from mlflow.tracking import MlflowClient
+
 from servebench.results.records import TAG_STATUS
 from servebench.results.tracker import Tracker
 
@@ -15,19 +16,33 @@ from .conftest import BIN, run
 
 pytestmark = pytest.mark.container
 CONF = {
-    "models": ["lr"], "frameworks": ["fastapi", "cpp"], "workers": [1], "users": [5], "spawn_rate": 10,
-    "duration": 3, "warmup": 1, "repeats": 1, "experiment": "e2e-containers", "backend": "docker", "cpuset": "1", "memory_mb": 512,
-}  # fmt: skip
+    "models": ["lr"],
+    "frameworks": ["fastapi", "cpp"],
+    "workers": [1],
+    "users": [5],
+    "spawn_rate": 10,
+    "duration": 3,
+    "warmup": 1,
+    "repeats": 1,
+    "experiment": "e2e-containers",
+    "backend": "docker",
+    "cpuset": "1",
+    "memory_mb": 512,
+}
 
 
-def test_the_dag_benchmarks_servers_in_containers(engine: Any, airflow_env: dict[str, str], no_leftover_containers: None) -> None:
+def test_the_dag_benchmarks_servers_in_containers(
+    engine: Any, airflow_env: dict[str, str], no_leftover_containers: None
+) -> None:
     proc = run([str(BIN / "airflow"), "dags", "test", "serving_benchmark", "-c", json.dumps(CONF)], airflow_env)
     output = proc.stdout + proc.stderr
     assert "building image servebench-" in output or "is up to date" in output, output[-3000:]
     tracker = Tracker()
     parent_id = tracker.latest_parent("e2e-containers")
     assert parent_id, output[-3000:]
-    children = {r.params["framework"]: MlflowClient(tracker.uri).get_run(r.run_id) for r in tracker.trial_runs(parent_id)}
+    children = {
+        r.params["framework"]: MlflowClient(tracker.uri).get_run(r.run_id) for r in tracker.trial_runs(parent_id)
+    }
     assert set(children) == {"fastapi", "cpp"}
     for framework, child in children.items():
         params = child.data.params

@@ -10,12 +10,13 @@ import socket
 import subprocess
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import psutil
 import pytest
 from mlflow.tracking import MlflowClient
+
 from servebench.base import teardown
 from servebench.results import spool
 from servebench.results.records import TAG_REASON, TAG_STATUS
@@ -24,9 +25,16 @@ from servebench.results.tracker import Tracker
 from .conftest import BIN, run
 
 KILLED = {
-    "models": ["lr"], "frameworks": ["fastapi", "flask"], "workers": [1], "users": [4], "spawn_rate": 20,
-    "duration": 8, "warmup": 1, "repeats": 1, "experiment": "e2e-kill",
-}  # fmt: skip
+    "models": ["lr"],
+    "frameworks": ["fastapi", "flask"],
+    "workers": [1],
+    "users": [4],
+    "spawn_rate": 20,
+    "duration": 8,
+    "warmup": 1,
+    "repeats": 1,
+    "experiment": "e2e-kill",
+}
 
 
 def _cmdline(pid: int) -> str:
@@ -43,9 +51,11 @@ def killed_run(airflow_env: dict[str, str], tmp_path_factory: pytest.TempPathFac
     log_path = tmp_path_factory.mktemp("killed") / "dags-test.log"
     with open(log_path, "w") as log_file:  # a file, not a pipe nobody reads while it runs
         proc = subprocess.Popen(
-            [str(BIN / "airflow"), "dags", "test", "serving_benchmark", "-c", json.dumps(KILLED)], env=airflow_env,
-            stdout=log_file, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            [str(BIN / "airflow"), "dags", "test", "serving_benchmark", "-c", json.dumps(KILLED)],
+            env=airflow_env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
     try:
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline and not any("locust" in _cmdline(p) for p in teardown.started_by(proc.pid)):
@@ -62,8 +72,14 @@ def killed_run(airflow_env: dict[str, str], tmp_path_factory: pytest.TempPathFac
     run_id = re.search(r"run_id=(manual__[^,\s]+)", output)
     # `dags test` picks the order of mapped tasks: whichever trial ran first was killed
     killed = next((fw for fw in KILLED["frameworks"] if any(f"/envs/{fw}-" in c for c in started.values())), None)
-    return {"output": output, "run_id": run_id.group(1) if run_id else None, "started": list(started.values()), "killed": killed,
-            "left_after_signal": left_after_signal, "left_at_end": teardown.started_by(proc.pid)}  # fmt: skip
+    return {
+        "output": output,
+        "run_id": run_id.group(1) if run_id else None,
+        "started": list(started.values()),
+        "killed": killed,
+        "left_after_signal": left_after_signal,
+        "left_at_end": teardown.started_by(proc.pid),
+    }
 
 
 def test_a_killed_trial_task_stops_its_server_and_locust_and_the_run_goes_on(killed_run: dict) -> None:
@@ -88,14 +104,28 @@ def test_rerunning_a_trial_task_replaces_its_mlflow_run(killed_run: dict, airflo
     before = {r.params["framework"]: r.run_id for r in tracker.trial_runs(parent_id)}  # type: ignore[arg-type]
     # the killed task, cleared and run again in the same DAG run (map index = its place in the plan)
     index = str(KILLED["frameworks"].index(killed))
-    proc = run([str(BIN / "airflow"), "tasks", "test", "serving_benchmark", "run_trial", killed_run["run_id"], "--map-index", index],
-               airflow_env, timeout=300)  # fmt: skip
+    proc = run(
+        [
+            str(BIN / "airflow"),
+            "tasks",
+            "test",
+            "serving_benchmark",
+            "run_trial",
+            killed_run["run_id"],
+            "--map-index",
+            index,
+        ],
+        airflow_env,
+        timeout=300,
+    )
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     assert tracker.latest_parent("e2e-kill") == parent_id  # the same benchmark, found by its DAG run
     after = {r.params["framework"]: r for r in tracker.trial_runs(parent_id)}  # type: ignore[arg-type]
     assert set(after) == {killed, other} and after[other].run_id == before[other]
     assert after[killed].run_id != before[killed] and after[killed].tags[TAG_STATUS] == "ok"
-    assert MlflowClient(tracker.uri).get_run(before[killed]).info.lifecycle_stage == "deleted"  # one run per configuration
+    assert (
+        MlflowClient(tracker.uri).get_run(before[killed]).info.lifecycle_stage == "deleted"
+    )  # one run per configuration
 
 
 def _free_port() -> int:
@@ -112,11 +142,27 @@ def mlflow_server_later(tmp_path: Path) -> Iterator[tuple[str, callable]]:  # ty
     procs: list[subprocess.Popen[bytes]] = []
 
     def start() -> None:
-        procs.append(subprocess.Popen(
-            [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-             "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}", "--artifacts-destination", str(tmp_path / "artifacts")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-        ))  # fmt: skip
+        procs.append(
+            subprocess.Popen(
+                [
+                    str(BIN / "mlflow"),
+                    "server",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                    "--workers",
+                    "1",
+                    "--backend-store-uri",
+                    f"sqlite:///{tmp_path / 'server.db'}",
+                    "--artifacts-destination",
+                    str(tmp_path / "artifacts"),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        )
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             try:
@@ -132,18 +178,43 @@ def mlflow_server_later(tmp_path: Path) -> Iterator[tuple[str, callable]]:  # ty
         proc.wait(timeout=30)
 
 
-def test_a_run_against_a_dead_mlflow_loses_nothing_and_syncs_exactly_once(no_leftover_processes: None, mlflow_server_later) -> None:  # type: ignore[no-untyped-def]
+def test_a_run_against_a_dead_mlflow_loses_nothing_and_syncs_exactly_once(
+    no_leftover_processes: None, mlflow_server_later
+) -> None:  # type: ignore[no-untyped-def]
     uri, start_mlflow = mlflow_server_later
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
-    cli = [str(BIN / "servebench"), "run", "--models", "lr", "--frameworks", "fastapi,flask", "--workers", "1", "--users", "4",
-           "--duration", "3", "--warmup", "1", "--repeats", "2", "--experiment", "offline", "--json"]  # fmt: skip
+    cli = [
+        str(BIN / "servebench"),
+        "run",
+        "--models",
+        "lr",
+        "--frameworks",
+        "fastapi,flask",
+        "--workers",
+        "1",
+        "--users",
+        "4",
+        "--duration",
+        "3",
+        "--warmup",
+        "1",
+        "--repeats",
+        "2",
+        "--experiment",
+        "offline",
+        "--json",
+    ]
     proc = subprocess.run(cli, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 1, proc.stderr[-3000:]
-    assert f"MLflow at {uri}: upload attempt 1 of 3 failed: MlflowException: [Errno 111] Connection refused" in proc.stderr
+    assert (
+        f"MLflow at {uri}: upload attempt 1 of 3 failed: MlflowException: [Errno 111] Connection refused" in proc.stderr
+    )
     assert "the results are kept in" in proc.stderr and "run `servebench sync` once it is back" in proc.stderr
     report = json.loads(proc.stdout)
     assert report["parent_run_id"] is None and "Connection refused" in report["tracking_error"]
-    assert [t["status"] for t in report["trials"]] == ["ok", "ok"] and all(t["mlflow_run_id"] is None for t in report["trials"])
+    assert [t["status"] for t in report["trials"]] == ["ok", "ok"] and all(
+        t["mlflow_run_id"] is None for t in report["trials"]
+    )
     bench = spool.load(report["benchmark"])
     assert len(bench.pending()) == 2 and bench.summary_pending()  # the summary was built from the spool
     offline_page = (bench.summary_dir / "index.html").read_text()  # so was the report: the morning view exists
@@ -159,7 +230,11 @@ def test_a_run_against_a_dead_mlflow_loses_nothing_and_syncs_exactly_once(no_lef
     parent_id = tracker.latest_parent("offline")
     parent = MlflowClient(tracker.uri).get_run(parent_id)  # type: ignore[arg-type]
     assert parent.info.status == "FINISHED" and parent.data.tags["servebench.benchmark_id"] == bench.id
-    assert {a.path for a in MlflowClient(tracker.uri).list_artifacts(parent_id, "summary")} >= {"summary/index.html", "summary/summary.csv", "summary/summary.md"}
+    assert {a.path for a in MlflowClient(tracker.uri).list_artifacts(parent_id, "summary")} >= {
+        "summary/index.html",
+        "summary/summary.csv",
+        "summary/summary.md",
+    }
     assert parent_id in (bench.summary_dir / "index.html").read_text()  # rebuilt from MLflow by sync
     runs = {r.params["framework"]: r for r in tracker.trial_runs(parent_id)}  # type: ignore[arg-type]
     for trial in report["trials"]:

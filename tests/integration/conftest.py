@@ -1,9 +1,10 @@
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import pytest
+
 from servebench.models.export import ExportedModel, export_model
 from servebench.models.recipes import MODEL_NAMES
 from servebench.servers import manifest
@@ -24,7 +25,9 @@ def start_server(exports, tmp_path: Path, no_leftover_processes: None) -> Iterat
 
     def start(framework: str, model: str = "lr", workers: int = 1, ready: bool = True) -> ServerHandle:
         server_manifest = manifest.get(framework)
-        server = LocalProcessRunner().start(server_manifest, exports[model], workers, tmp_path / f"{framework}-{len(started)}.log")
+        server = LocalProcessRunner().start(
+            server_manifest, exports[model], workers, tmp_path / f"{framework}-{len(started)}.log"
+        )
         started.append(server)
         if ready:
             wait_ready(server, server_manifest, exports[model].meta)

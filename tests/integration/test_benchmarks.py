@@ -22,7 +22,10 @@ TINY_LOAD = ["--users", "2", "--duration", "1", "--warmup", "0"]
 )
 def test_benchmark_runs(script: str, args: list[str], expected: list[str], no_leftover_processes: None) -> None:
     proc = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / script), *args, *TINY_LOAD], capture_output=True, text=True, timeout=300
+        [sys.executable, str(REPO / "benchmarks" / script), *args, *TINY_LOAD],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "failed" not in proc.stdout and all(text in proc.stdout for text in expected), proc.stdout

@@ -15,6 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 from mlflow.tracking import MlflowClient
+
 from servebench import pipeline
 from servebench.airflow_tasks import StoppingPythonOperator
 from servebench.base import teardown
@@ -44,7 +45,11 @@ class Crasher(threading.Thread):
         servers: list[int] = []
         while not self.done.is_set():
             commands = {child.pid: _cmdline(child.pid) for child in psutil.Process().children()}
-            servers += [pid for pid, cmd in commands.items() if pid not in servers and ("-m uvicorn " in cmd or "-m gunicorn " in cmd)]
+            servers += [
+                pid
+                for pid, cmd in commands.items()
+                if pid not in servers and ("-m uvicorn " in cmd or "-m gunicorn " in cmd)
+            ]
             n = len(servers)
             if any("locust" in cmd for cmd in commands.values()) and n in self.plan and n not in self.killed:
                 time.sleep(2.5)
@@ -91,15 +96,25 @@ def test_a_crash_mid_load_marks_only_its_configuration(tmp_path: Path, no_leftov
     assert untouched.ok and untouched.metrics["failures"] == 0, untouched.reason
     # MLflow holds each, with the reason and the server's log tail
     runs = {r.params["framework"]: r for r in tracker.trial_runs(outcome.summary.parent_id)}
-    assert {f: r.tags[TAG_STATUS] for f, r in runs.items()} == {"fastapi": "degraded", "fastapi-gunicorn": "failed", "flask": "ok"}
+    assert {f: r.tags[TAG_STATUS] for f, r in runs.items()} == {
+        "fastapi": "degraded",
+        "fastapi-gunicorn": "failed",
+        "flask": "ok",
+    }
     assert runs["fastapi-gunicorn"].tags[TAG_REASON] == server_killed.reason
     artifacts = {a.path for a in MlflowClient(tracker.uri).list_artifacts(runs["fastapi-gunicorn"].run_id)}
     assert "server_log_tail.txt" in artifacts and "server.log" in artifacts
     assert [r["status"] for r in outcome.summary.rows] == ["degraded", "failed", "ok"]
 
 
-def test_a_server_that_never_gets_healthy_fails_with_its_log(exports: dict[str, ExportedModel], tmp_path: Path, no_leftover_processes: None) -> None:
-    result = run_trial(TrialSpec.of("lr", "unready", 1, 4, spawn_rate=20.0, duration=2.0, warmup=0.0), exports["lr"], tmp_path / "trial")
+def test_a_server_that_never_gets_healthy_fails_with_its_log(
+    exports: dict[str, ExportedModel], tmp_path: Path, no_leftover_processes: None
+) -> None:
+    result = run_trial(
+        TrialSpec.of("lr", "unready", 1, 4, spawn_rate=20.0, duration=2.0, warmup=0.0),
+        exports["lr"],
+        tmp_path / "trial",
+    )
     assert result.status == "failed"
     assert result.reason.startswith("server not healthy after 3s at http://127.0.0.1:")
     assert "loading a model that never finishes" in result.log_tail
@@ -113,7 +128,9 @@ def test_a_server_that_never_gets_healthy_fails_with_its_log(exports: dict[str, 
     assert "loading a model that never finishes" in tail
 
 
-def test_hung_responses_are_bounded_by_the_request_timeout(exports: dict[str, ExportedModel], tmp_path: Path, no_leftover_processes: None) -> None:
+def test_hung_responses_are_bounded_by_the_request_timeout(
+    exports: dict[str, ExportedModel], tmp_path: Path, no_leftover_processes: None
+) -> None:
     # the whole server stalls 300 ms every second; a request may take 100 ms
     spec = TrialSpec.of("lr", "stalling", 1, 4, spawn_rate=20.0, duration=4.0, warmup=1.0, request_timeout=0.1)
     result = run_trial(spec, exports["lr"], tmp_path)
@@ -143,7 +160,9 @@ def test_a_broken_server_environment_is_rebuilt_saying_why(tmp_path: Path, caplo
     assert again.env_dir == built.env_dir and again.python.exists()
 
 
-def test_airflow_on_kill_kills_the_server_and_locust_at_once(exports, tmp_path: Path, no_leftover_processes: None) -> None:
+def test_airflow_on_kill_kills_the_server_and_locust_at_once(
+    exports, tmp_path: Path, no_leftover_processes: None
+) -> None:
     server = LocalProcessRunner().start(manifest.get("paced"), exports["lr"], 1, tmp_path / "server.log")
     operator = StoppingPythonOperator(task_id="run_trial", python_callable=lambda: None, op_args=[], op_kwargs={})
     operator.on_kill()  # what Airflow calls on an execution time-out or when the task is marked failed
@@ -167,7 +186,9 @@ def _wait_for(predicate, timeout_s: float) -> bool:  # type: ignore[no-untyped-d
     return False
 
 
-def test_an_airflow_execution_timeout_stops_the_trial_and_records_it(exports: dict[str, ExportedModel], tmp_path: Path, no_leftover_processes: None) -> None:
+def test_an_airflow_execution_timeout_stops_the_trial_and_records_it(
+    exports: dict[str, ExportedModel], tmp_path: Path, no_leftover_processes: None
+) -> None:
     from airflow.sdk.exceptions import AirflowTaskTimeout
     from airflow.sdk.execution_time.timeout import timeout
 
@@ -182,8 +203,28 @@ def test_an_airflow_execution_timeout_stops_the_trial_and_records_it(exports: di
 
 def test_sigterm_stops_a_run_and_everything_it_started(tmp_path: Path, no_leftover_processes: None) -> None:
     """What Airflow's supervisor, a scheduler restart or Ctrl-C does to the process running trials."""
-    cli = [sys.executable, "-m", "servebench.cli", "run", "--models", "lr", "--frameworks", "fastapi", "--workers", "2",
-           "--users", "4", "--duration", "30", "--warmup", "1", "--repeats", "1", "--experiment", "sigterm"]  # fmt: skip
+    cli = [
+        sys.executable,
+        "-m",
+        "servebench.cli",
+        "run",
+        "--models",
+        "lr",
+        "--frameworks",
+        "fastapi",
+        "--workers",
+        "2",
+        "--users",
+        "4",
+        "--duration",
+        "30",
+        "--warmup",
+        "1",
+        "--repeats",
+        "1",
+        "--experiment",
+        "sigterm",
+    ]
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
     proc = subprocess.Popen(cli, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -191,7 +232,7 @@ def test_sigterm_stops_a_run_and_everything_it_started(tmp_path: Path, no_leftov
         assert _wait_for(lambda: any("locust" in _cmdline(p) for p in teardown.started_by(proc.pid)), 90)
         assert len(teardown.started_by(proc.pid)) >= 3
         proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=20)
+        _, err = proc.communicate(timeout=20)
     finally:
         proc.kill()
     assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
@@ -206,8 +247,10 @@ def test_orphans_of_a_sigkilled_harness_are_reaped(tmp_path: Path, no_leftover_p
     """SIGKILL cannot be caught: the next trial's reaper stops what the dead harness left behind."""
     serve = subprocess.Popen(
         [sys.executable, "-m", "servebench.cli", "serve", "--framework", "paced", "--model", "lr", "--port", "0"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         assert _wait_for(lambda: bool(teardown.started_by(serve.pid)), 60)
         orphans = teardown.started_by(serve.pid)

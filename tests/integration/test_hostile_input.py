@@ -18,14 +18,16 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import numpy as np
 import psutil
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from servebench.servers import contract, manifest
 from servebench.servers.manifest import Manifest
 from servebench.servers.runner.base import HOST, ServerHandle
@@ -46,9 +48,14 @@ MEMORY_NOT_BOUNDED = {
     "refuse it; proxy and replica each grew ~75 MB over 150 chunked 1.5 MiB requests, still growing",
 }
 CONTENT_TYPES = [
-    "application/json", "text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x",
-    "application/octet-stream", "application/json; charset=latin-1", None,
-]  # fmt: skip
+    "application/json",
+    "text/plain",
+    "application/x-www-form-urlencoded",
+    "multipart/form-data; boundary=x",
+    "application/octet-stream",
+    "application/json; charset=latin-1",
+    None,
+]
 
 
 # --- the oracle: what the contract says a body must get ---------------------------------------------------
@@ -155,7 +162,9 @@ number = st.one_of(
 )
 non_finite = st.sampled_from([math.nan, math.inf, -math.inf])  # json.dumps writes NaN / Infinity tokens
 scalar = st.none() | st.booleans() | number | text
-json_value = st.recursive(scalar, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(text, inner, max_size=4), max_leaves=20)
+json_value = st.recursive(
+    scalar, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(text, inner, max_size=4), max_leaves=20
+)
 good_row = st.lists(st.floats(-1e6, 1e6), min_size=N_FEATURES, max_size=N_FEATURES)
 
 
@@ -189,9 +198,9 @@ def spoiled_instances(draw: st.DrawFn) -> bytes:
     return dumps({"instances": rows})
 
 
-extra_keys_body = st.tuples(st.lists(good_row, min_size=1, max_size=2), st.dictionaries(text, json_value, max_size=3)).map(
-    lambda t: dumps({**t[1], "instances": t[0]})
-)  # served: the contract reads only "instances"
+extra_keys_body = st.tuples(
+    st.lists(good_row, min_size=1, max_size=2), st.dictionaries(text, json_value, max_size=3)
+).map(lambda t: dumps({**t[1], "instances": t[0]}))  # served: the contract reads only "instances"
 batch_body = st.sampled_from([MAX_BATCH_ROWS, MAX_BATCH_ROWS + 1, 5000]).map(
     lambda n: dumps({"instances": [[0.5] * N_FEATURES] * n})
 )
@@ -211,10 +220,17 @@ def damaged_body(draw: st.DrawFn) -> bytes:
 
 
 nested_body = st.sampled_from([b"", b'{"instances": ']).flatmap(
-    lambda prefix: st.sampled_from([10, MAX_DEPTH - 1, MAX_DEPTH, MAX_DEPTH + 1, 200_000]).map(lambda depth: prefix + b"[" * depth + b"]" * depth + b"}" * bool(prefix))
+    lambda prefix: st.sampled_from([10, MAX_DEPTH - 1, MAX_DEPTH, MAX_DEPTH + 1, 200_000]).map(
+        lambda depth: prefix + b"[" * depth + b"]" * depth + b"}" * bool(prefix)
+    )
 )  # deeper than a recursive parser's stack
 bodies = st.one_of(
-    json_value.map(dumps), spoiled_instances(), damaged_body(), st.binary(max_size=64), extra_keys_body, batch_body,
+    json_value.map(dumps),
+    spoiled_instances(),
+    damaged_body(),
+    st.binary(max_size=64),
+    extra_keys_body,
+    batch_body,
     nested_body,
 )
 
@@ -238,9 +254,12 @@ class Answer:
 
 
 def post(
-    server: ServerHandle, body: bytes | Iterable[bytes], content_type: str | None = "application/json",
-    length: int | None = None, timeout: float = 10.0,
-) -> Answer:  # fmt: skip
+    server: ServerHandle,
+    body: bytes | Iterable[bytes],
+    content_type: str | None = "application/json",
+    length: int | None = None,
+    timeout: float = 10.0,
+) -> Answer:
     """POST /predict. `body` as bytes goes with a Content-Length (`length` overrides it), an iterable chunked.
     A server may answer before it read the whole body and stop reading: the answer is still read."""
     conn = http.client.HTTPConnection(HOST, int(server.base_url.rsplit(":", 1)[1]), timeout=timeout)
@@ -249,7 +268,13 @@ def post(
         if content_type is not None:
             conn.putheader("Content-Type", content_type)
         chunked = not isinstance(body, bytes)
-        conn.putheader(*(("Transfer-Encoding", "chunked") if chunked else ("Content-Length", str(length if length is not None else len(body)))))
+        conn.putheader(
+            *(
+                ("Transfer-Encoding", "chunked")
+                if chunked
+                else ("Content-Length", str(length if length is not None else len(body)))
+            )
+        )
         conn.endheaders()
         try:
             for chunk in body if chunked else [body]:
@@ -287,8 +312,13 @@ def group_rss_mb(server: ServerHandle) -> float:
 def fuzzed_bodies(server: ServerHandle, limit: int) -> None:
     """Every generated body gets the contract's status; every rejection is a JSON error."""
 
-    @settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
-              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example])  # fmt: skip
+    @settings(
+        max_examples=EXAMPLES,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example],
+    )
     @given(body=bodies, content_type=st.sampled_from(CONTENT_TYPES))
     def probe(body: bytes, content_type: str | None) -> None:
         answer = post(server, body, content_type)
@@ -321,7 +351,9 @@ def slow_clients(server: ServerHandle, meta: dict[str, Any], one_request_at_a_ti
     (gunicorn's sync worker) is held by them by design, until they give up; it must then recover at once."""
     port = int(server.base_url.rsplit(":", 1)[1])
     body = contract.encode_request(meta["samples"]["inputs"][:1])
-    head = b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+    head = b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(
+        body
+    )
     plans = [head + body, head + body, head + body[: len(body) // 2]]  # headers slowly, body slowly, a stall
     skip = [0, len(head), len(head) + len(body) // 2]  # sent at once: what comes before the slow part
     stop = threading.Event()
@@ -339,7 +371,7 @@ def slow_clients(server: ServerHandle, meta: dict[str, Any], one_request_at_a_ti
             except OSError:
                 closed_by_server.append(True)
 
-    threads = [threading.Thread(target=trickle, args=(p, s), daemon=True) for p, s in zip(plans, skip)]
+    threads = [threading.Thread(target=trickle, args=(p, s), daemon=True) for p, s in zip(plans, skip, strict=True)]
     for t in threads:
         t.start()
     time.sleep(0.5)  # they are connected and trickling
@@ -374,7 +406,7 @@ class PeakRss:
         while not self._done.wait(0.02):
             self.mb = max(self.mb, group_rss_mb(self._server))
 
-    def __enter__(self) -> "PeakRss":
+    def __enter__(self) -> PeakRss:
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
         return self

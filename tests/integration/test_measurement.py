@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from servebench.config.spec import TrialSpec
 from servebench.measure import capacity, latency, loadgen
 from servebench.measure.trial import run_trial
@@ -26,7 +27,9 @@ def test_microsecond_latency_where_locust_rounds_to_whole_ms(start_server, expor
     p50 = {}
     for name in ("instant", "paced"):  # paced: 2.0 ms of work per request
         server = _started(start_server, name)
-        load = loadgen.run(loadgen.LoadSpec(server.base_url, meta, users=1, spawn_rate=10, duration_s=3, warmup_s=1), tmp_path / name)
+        load = loadgen.run(
+            loadgen.LoadSpec(server.base_url, meta, users=1, spawn_rate=10, duration_s=3, warmup_s=1), tmp_path / name
+        )
         figures, _ = latency.figures_ms(load.histogram)
         p50[name] = figures["latency_ms_p50"]
         print(f"{name}: HDR p50 {p50[name]:.3f} ms, Locust p50 {load.locust['p50']} ms over {load.requests} requests")
@@ -43,25 +46,40 @@ def test_microsecond_latency_where_locust_rounds_to_whole_ms(start_server, expor
 def test_open_loop_counts_the_queueing_that_closed_loop_omits(start_server, exports, tmp_path: Path) -> None:
     server = _started(start_server, "stalling")  # 1 ms answers, 300 ms stalls every second
     meta = str(exports["lr"].meta_path)
-    closed = loadgen.run(loadgen.LoadSpec(server.base_url, meta, users=4, spawn_rate=50, duration_s=6, warmup_s=1), tmp_path / "closed")
+    closed = loadgen.run(
+        loadgen.LoadSpec(server.base_url, meta, users=4, spawn_rate=50, duration_s=6, warmup_s=1), tmp_path / "closed"
+    )
     opened = loadgen.run(
-        loadgen.LoadSpec(server.base_url, meta, users=50, spawn_rate=500, duration_s=6, warmup_s=1, mode="open", rate=200),
+        loadgen.LoadSpec(
+            server.base_url, meta, users=50, spawn_rate=500, duration_s=6, warmup_s=1, mode="open", rate=200
+        ),
         tmp_path / "open",
-    )  # fmt: skip
+    )
     closed_p99 = latency.figures_ms(closed.histogram)[0]["latency_ms_p99"]
     open_p99 = latency.figures_ms(opened.histogram)[0]["latency_ms_p99"]
-    print(f"p99 closed loop {closed_p99:.1f} ms ({closed.requests} requests), open loop {open_p99:.1f} ms ({opened.requests})")
+    print(
+        f"p99 closed loop {closed_p99:.1f} ms ({closed.requests} requests), open loop {open_p99:.1f} ms ({opened.requests})"
+    )
     assert open_p99 > 100.0 and open_p99 > 3 * closed_p99
     assert opened.requests == pytest.approx(200 * 6, rel=0.1)  # the arrival rate was kept
 
 
-def test_a_saturated_load_generator_is_flagged(exports: dict[str, ExportedModel], tmp_path: Path, no_leftover_processes: None) -> None:
-    # The C++ server answers in tens of microseconds: one Locust process cannot keep up with it.
-    result = run_trial(TrialSpec.of("lr", "cpp", 1, 20, spawn_rate=20.0, duration=3.0, warmup=1.0), exports["lr"], tmp_path)
+def test_the_load_generators_cpu_is_measured_and_judged_in_a_real_trial(
+    exports: dict[str, ExportedModel], tmp_path: Path, no_leftover_processes: None
+) -> None:
+    """Whether Locust saturates depends on the machine's speed, so the flag itself is asserted on recorded
+    samples (tests/unit/test_metrics.py) and the speed-dependent observation is a benchmark
+    (benchmarks/loadgen_ceiling.py). Here the wiring, on an outcome no machine changes: one user against a
+    server that takes 2 ms per request (at most 500 requests/s) keeps Locust far below a core: its CPU is
+    sampled, judged, and not flagged."""
+    result = run_trial(
+        TrialSpec.of("lr", "paced", 1, 1, spawn_rate=1.0, duration=3.0, warmup=0.5, repeats=1), exports["lr"], tmp_path
+    )
     assert result.ok, result.reason
     print(f"loadgen cpu {result.metrics['loadgen_cpu_percent_avg']:.0f}%, {result.metrics['rps']:.0f} rps")
-    assert "loadgen_saturated" in result.flags and result.metrics["loadgen_saturated"] == 1.0
-    assert result.metrics["loadgen_cpu_percent_avg"] > 90.0
+    assert 0.0 < result.metrics["loadgen_cpu_percent_avg"] < 90.0
+    assert result.metrics["loadgen_saturated"] == 0.0 and "loadgen_saturated" not in result.flags
+    assert result.metrics["rps"] < 520.0
 
 
 def test_capacity_search_converges_on_a_known_capacity(start_server, exports, tmp_path: Path) -> None:
@@ -70,11 +88,22 @@ def test_capacity_search_converges_on_a_known_capacity(start_server, exports, tm
     count = iter(range(100))
 
     def measure(rate: float) -> capacity.Step:
-        spec = loadgen.LoadSpec(server.base_url, meta, users=40, spawn_rate=400, duration_s=capacity.step_seconds(rate, 3.0),
-                                warmup_s=1, mode="open", rate=rate, arrival="constant")  # fmt: skip
+        spec = loadgen.LoadSpec(
+            server.base_url,
+            meta,
+            users=40,
+            spawn_rate=400,
+            duration_s=capacity.step_seconds(rate, 3.0),
+            warmup_s=1,
+            mode="open",
+            rate=rate,
+            arrival="constant",
+        )
         load = loadgen.run(spec, tmp_path / f"step-{next(count)}")
         figures, _ = latency.figures_ms(load.histogram)
-        return capacity.judge(rate, load.requests / load.window_s, figures.get("latency_ms_p99"), load.failures / load.requests, 50.0)
+        return capacity.judge(
+            rate, load.requests / load.window_s, figures.get("latency_ms_p99"), load.failures / load.requests, 50.0
+        )
 
     best, steps = capacity.search(measure, 100.0, precision=0.15)
     print("steps:", [(round(s.rate), s.passed, s.p99_ms) for s in steps], "max rps at SLO", best)
@@ -82,7 +111,9 @@ def test_capacity_search_converges_on_a_known_capacity(start_server, exports, tm
     assert all(not s.passed for s in steps if s.rate > 210.0)
 
 
-def test_repeats_and_capacity_search_through_a_trial(exports: dict[str, ExportedModel], tmp_path: Path, no_leftover_processes: None) -> None:
+def test_repeats_and_capacity_search_through_a_trial(
+    exports: dict[str, ExportedModel], tmp_path: Path, no_leftover_processes: None
+) -> None:
     spec = TrialSpec.of("lr", "fastapi", 1, 8, spawn_rate=8.0, duration=2.0, warmup=0.5, repeats=2, capacity=False)
     result = run_trial(spec, exports["lr"], tmp_path / "repeats")
     assert result.ok, result.reason

@@ -7,6 +7,7 @@ from pathlib import Path
 import mlflow
 import numpy as np
 from mlflow.tracking import MlflowClient
+
 from servebench.results.spool import Benchmark
 from servebench.results.tracker import Tracker
 
@@ -26,7 +27,10 @@ def test_both_models_log_once_and_load_back(exports, tmp_path: Path) -> None:
         registered, version = tags[f"model.{name}.version"].split("/")
         found = MlflowClient(tracker.uri).get_model_version(registered, version)
         assert registered == f"servebench-{name}" and found.run_id == parent
-        assert found.tags["servebench.export_key"] == export.key and found.tags["onnx_uri"] == tags[f"model.{name}.onnx_uri"]
+        assert (
+            found.tags["servebench.export_key"] == export.key
+            and found.tags["onnx_uri"] == tags[f"model.{name}.onnx_uri"]
+        )
         loaded = mlflow.sklearn.load_model(f"models:/{registered}/{version}")  # the registry serves the same model
         np.testing.assert_allclose(loaded.predict_proba(inputs), export.meta["samples"]["probabilities"])
     # a second benchmark serving the same exports links to the models instead of copying them again

@@ -6,6 +6,7 @@ import json
 
 import psutil
 import pytest
+
 from servebench.base.httpclient import request
 from servebench.servers import contract, manifest
 from servebench.servers.runner.local import group_members
@@ -56,7 +57,9 @@ def test_server_answers_right_and_rejects_bad_input(start_server, exports, shipp
 def test_heavy_model_is_served_exactly(start_server, exports, shipped_server: str) -> None:
     server = start_server(shipped_server, "mlp", 1)
     meta = exports["mlp"].meta
-    status, answer = request(server.base_url, "POST", "/predict", contract.encode_request(meta["samples"]["inputs"][:4]))
+    status, answer = request(
+        server.base_url, "POST", "/predict", contract.encode_request(meta["samples"]["inputs"][:4])
+    )
     assert status == 200 and contract.compare_with_reference(answer, meta, slice(0, 4)) is None
     if shipped_server.startswith("fastapi"):  # ~2 ms per prediction: must not block the event loop
         assert request(server.base_url, "GET", "/health")[1]["inference"] == "threadpool"

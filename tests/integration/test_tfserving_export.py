@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from servebench.models.export import export_model
 from servebench.models.recipes import MODEL_NAMES
 from servebench.servers import build, contract, manifest

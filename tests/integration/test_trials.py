@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
+
 from servebench.config.spec import TrialSpec
 from servebench.measure import loadgen
 from servebench.measure.trial import run_trial
@@ -15,8 +16,12 @@ from servebench.servers.readiness import wait_healthy
 from servebench.servers.runner.base import ServerFailed
 
 
-def test_a_trial_measures_only_the_window(exports: dict[str, ExportedModel], tmp_path: Path, no_leftover_processes: None) -> None:
-    result = run_trial(TrialSpec.of("lr", "fastapi", 1, 8, spawn_rate=8.0, duration=3.0, warmup=1.0), exports["lr"], tmp_path)
+def test_a_trial_measures_only_the_window(
+    exports: dict[str, ExportedModel], tmp_path: Path, no_leftover_processes: None
+) -> None:
+    result = run_trial(
+        TrialSpec.of("lr", "fastapi", 1, 8, spawn_rate=8.0, duration=3.0, warmup=1.0), exports["lr"], tmp_path
+    )
     assert result.ok, result.reason
     m = result.metrics
     assert m["requests"] > 100 and m["rps"] > 0 and m["error_rate"] == 0
@@ -27,14 +32,25 @@ def test_a_trial_measures_only_the_window(exports: dict[str, ExportedModel], tmp
     assert m["locust_latency_ms_p50"] == round(m["locust_latency_ms_p50"])
     assert m["rps"] == pytest.approx(m["requests"] / 3.0, rel=0.05)  # the window is the asked duration
     assert 2 <= len(result.series["series/rps"]) <= 3 and len(result.series["series/server_cpu_percent"]) >= 2
-    for name in ("server.log", "result.json", "server_packages.txt", *(f"repeat-1/{f}" for f in (
-            "resources.csv", "locust_stats.csv", "locust.html", "latency.hlog", "latency_percentiles.txt"))):
+    for name in (
+        "server.log",
+        "result.json",
+        "server_packages.txt",
+        *(
+            f"repeat-1/{f}"
+            for f in ("resources.csv", "locust_stats.csv", "locust.html", "latency.hlog", "latency_percentiles.txt")
+        ),
+    ):
         assert (tmp_path / name).is_file(), name
     assert result.context["stop_graceful"] == "true" and result.context["inference_threads"] == "1"
 
 
-def test_a_server_that_exits_fails_its_trial_with_its_log(exports: dict[str, ExportedModel], tmp_path: Path, no_leftover_processes: None) -> None:
-    result = run_trial(TrialSpec.of("lr", "broken", 1, 4, spawn_rate=4.0, duration=2.0, warmup=0.0), exports["lr"], tmp_path)
+def test_a_server_that_exits_fails_its_trial_with_its_log(
+    exports: dict[str, ExportedModel], tmp_path: Path, no_leftover_processes: None
+) -> None:
+    result = run_trial(
+        TrialSpec.of("lr", "broken", 1, 4, spawn_rate=4.0, duration=2.0, warmup=0.0), exports["lr"], tmp_path
+    )
     assert result.status == "failed"
     assert result.reason == "server exited with code 3 before becoming healthy"
     assert "broken server: cannot load model" in result.log_tail
@@ -42,11 +58,13 @@ def test_a_server_that_exits_fails_its_trial_with_its_log(exports: dict[str, Exp
 
 
 def test_wrong_answers_are_caught_before_and_during_load(start_server, exports, tmp_path: Path) -> None:
-    with pytest.raises(ServerFailed, match="parity: wrong answer to a single sample input: probabilities sum to 0.9"):
+    with pytest.raises(ServerFailed, match=r"parity: wrong answer to a single sample input: probabilities sum to 0\.9"):
         start_server("wrong")
     server = start_server("wrong", ready=False)
     wait_healthy(server, "/health", 20)
-    spec = loadgen.LoadSpec(server.base_url, str(exports["lr"].meta_path), users=2, spawn_rate=10, duration_s=2, warmup_s=0)
+    spec = loadgen.LoadSpec(
+        server.base_url, str(exports["lr"].meta_path), users=2, spawn_rate=10, duration_s=2, warmup_s=0
+    )
     load = loadgen.run(spec, tmp_path)
     assert load.requests > 0 and load.failures == load.requests
     assert "wrong answer: probabilities sum to 0.9" in load.failure_reasons[0][0]
@@ -60,11 +78,15 @@ def test_loadgen_against_nothing_counts_failures(exports, tmp_path: Path) -> Non
     assert load.requests > 0 and load.failures == load.requests
 
 
-def test_a_server_that_disagrees_with_the_reference_is_not_load_tested(exports: dict[str, ExportedModel], tmp_path: Path, no_leftover_processes: None) -> None:
+def test_a_server_that_disagrees_with_the_reference_is_not_load_tested(
+    exports: dict[str, ExportedModel], tmp_path: Path, no_leftover_processes: None
+) -> None:
     from servebench.results.spool import Benchmark
     from servebench.results.tracker import Tracker
 
-    result = run_trial(TrialSpec.of("lr", "drifting", 1, 4, spawn_rate=4.0, duration=2.0, warmup=0.0), exports["lr"], tmp_path)
+    result = run_trial(
+        TrialSpec.of("lr", "drifting", 1, 4, spawn_rate=4.0, duration=2.0, warmup=0.0), exports["lr"], tmp_path
+    )
     assert result.status == "failed" and result.context == {"parity": "fail"}
     assert result.reason.startswith("parity: wrong answer to a batch of 16 sample inputs: sample input 5 [")
     assert "probabilities differ by 2.00e-04 (> 1e-05)" in result.reason

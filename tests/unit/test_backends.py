@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
 from servebench import pipeline
 from servebench.config import params
 from servebench.config.spec import plan
@@ -33,7 +34,10 @@ def test_the_backend_defaults_to_the_environment_then_local(monkeypatch: pytest.
         ({"backend": "docker", "cpuset": "0,99"}, "cpuset '0,99': this machine has no CPU [99]"),
         ({"backend": "docker", "cpuset": "one"}, "cpuset: String should match pattern"),
         ({"backend": "docker", "memory_mb": 10}, "memory_mb: Input should be greater than or equal to 64"),
-        ({"backend": "local", "frameworks": ["fastapi", "tfserving"]}, "framework(s) ['tfserving'] do not run on backend 'local'"),
+        (
+            {"backend": "local", "frameworks": ["fastapi", "tfserving"]},
+            "framework(s) ['tfserving'] do not run on backend 'local'",
+        ),
     ],
 )
 def test_bad_backend_params_name_the_problem(raw: dict, message: str) -> None:
@@ -43,8 +47,16 @@ def test_bad_backend_params_name_the_problem(raw: dict, message: str) -> None:
 
 
 def test_container_trials_carry_their_backend_and_limits() -> None:
-    checked = params.parse({"backend": "docker", "frameworks": ["fastapi"], "models": ["lr"], "workers": [1],
-                            "cpuset": "0", "memory_mb": 512})  # fmt: skip
+    checked = params.parse(
+        {
+            "backend": "docker",
+            "frameworks": ["fastapi"],
+            "models": ["lr"],
+            "workers": [1],
+            "cpuset": "0",
+            "memory_mb": 512,
+        }
+    )
     (spec,) = plan(checked)
     assert (spec.settings.backend, spec.settings.cpuset, spec.settings.memory_mb) == ("docker", "0", 512)
     assert spec.key == "lr-fastapi-w1-u50-docker" and spec.run_name.endswith("· docker")
@@ -68,21 +80,38 @@ def _compose(*args: str, env_file: Path) -> subprocess.CompletedProcess[str]:
     if compose is None:
         pytest.skip("docker-compose is not installed (scripts/container-engine.sh installs Debian's)")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("POSTGRES_", "AIRFLOW_"))}
-    return subprocess.run([compose, "--env-file", str(env_file), "-f", str(REPO / "docker-compose.yaml"), *args],
-                          capture_output=True, text=True, env=env, cwd=REPO)  # fmt: skip
+    return subprocess.run(
+        [compose, "--env-file", str(env_file), "-f", str(REPO / "docker-compose.yaml"), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+    )
 
 
 def test_the_compose_file_is_valid_with_the_documented_env() -> None:
     proc = _compose("config", "-q", env_file=REPO / ".env.example")
     assert proc.returncode == 0, proc.stderr
     services = _compose("config", "--services", env_file=REPO / ".env.example").stdout.split()
-    assert {"postgres", "mlflow", "airflow-init", "airflow-apiserver", "airflow-scheduler",
-            "airflow-dag-processor", "airflow-triggerer"} <= set(services)  # fmt: skip
+    assert {
+        "postgres",
+        "mlflow",
+        "airflow-init",
+        "airflow-apiserver",
+        "airflow-scheduler",
+        "airflow-dag-processor",
+        "airflow-triggerer",
+    } <= set(services)
 
 
 def test_the_compose_file_refuses_to_start_without_its_secrets(tmp_path: Path) -> None:
     env = tmp_path / ".env"
-    env.write_text("".join(line + "\n" for line in (REPO / ".env.example").read_text().splitlines()
-                           if not line.startswith("POSTGRES_PASSWORD=")))  # fmt: skip
+    env.write_text(
+        "".join(
+            line + "\n"
+            for line in (REPO / ".env.example").read_text().splitlines()
+            if not line.startswith("POSTGRES_PASSWORD=")
+        )
+    )
     proc = _compose("config", "-q", env_file=env)
     assert proc.returncode != 0 and "set POSTGRES_PASSWORD in .env" in proc.stderr

@@ -1,6 +1,7 @@
 """Capacity search against a model of a server (the real search on a real server is an integration test)."""
 
 import pytest
+
 from servebench.measure import capacity
 
 

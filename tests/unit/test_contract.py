@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+
 from servebench.servers import contract
 
 CLASSES = [0, 1, 2]
@@ -35,13 +36,22 @@ def test_reference_comparison_finds_the_first_difference() -> None:
     off_by_little = {"predictions": [2, 0], "probabilities": [[0.1 + 4e-6, 0.2 - 4e-6, 0.7], [0.6, 0.3, 0.1]]}
     assert contract.compare_with_reference(off_by_little, META) is None
     off_by_more = {"predictions": [2, 0], "probabilities": [[0.1, 0.2, 0.7], [0.6 + 1e-4, 0.3 - 1e-4, 0.1]]}
-    assert "sample input 1 [" in contract.compare_with_reference(off_by_more, META) and "probabilities differ by 1.00e-04" in contract.compare_with_reference(off_by_more, META)
-    assert contract.compare_with_reference({"predictions": [0], "probabilities": [[0.6, 0.3, 0.1]]}, META, slice(1, 2)) is None
+    assert "sample input 1 [" in contract.compare_with_reference(
+        off_by_more, META
+    ) and "probabilities differ by 1.00e-04" in contract.compare_with_reference(off_by_more, META)
+    assert (
+        contract.compare_with_reference({"predictions": [0], "probabilities": [[0.6, 0.3, 0.1]]}, META, slice(1, 2))
+        is None
+    )
 
 
 def test_request_generator_is_seeded_per_stream() -> None:
     spec = {"seed": 7, "mean": [0.0, 10.0], "std": [1.0, 0.1], "batch_size": 3}
-    a, b, other = contract.RequestGenerator(spec, 0), contract.RequestGenerator(spec, 0), contract.RequestGenerator(spec, 1)
+    a, b, other = (
+        contract.RequestGenerator(spec, 0),
+        contract.RequestGenerator(spec, 0),
+        contract.RequestGenerator(spec, 1),
+    )
     first = a.instances()
     assert first.shape == (3, 2)
     np.testing.assert_array_equal(first, b.instances())

@@ -19,16 +19,44 @@ def dag():  # type: ignore[no-untyped-def]
 
 def test_schedule_and_shape(dag) -> None:  # type: ignore[no-untyped-def]
     assert dag.schedule == "0 2 * * *" and dag.catchup is False and dag.max_active_runs == 1
-    assert set(dag.task_ids) == {"plan", "frameworks", "train_models", "build_server", "open_run", "run_trial", "summarize"}
+    assert set(dag.task_ids) == {
+        "plan",
+        "frameworks",
+        "train_models",
+        "build_server",
+        "open_run",
+        "run_trial",
+        "summarize",
+    }
     trial = dag.get_task("run_trial")
     assert trial.pool == "servebench_load" and trial.trigger_rule == "all_done"
     assert trial.operator_class.__name__ == "StoppingPythonOperator"  # its on_kill stops the server and Locust
     assert dag.get_task("summarize").trigger_rule == "all_done"
     assert set(dag.params.keys()) == {
-        "models", "frameworks", "workers", "users", "spawn_rate", "duration", "warmup", "experiment", "backend", "cpuset",
-        "memory_mb", "load", "rate", "arrival", "repeats", "max_cv", "capacity", "slo_p99_ms", "loadgen_processes", "cpu_split",
-        "request_timeout", "soak_minutes", "fail_on_regression",
-    }  # fmt: skip
+        "models",
+        "frameworks",
+        "workers",
+        "users",
+        "spawn_rate",
+        "duration",
+        "warmup",
+        "experiment",
+        "backend",
+        "cpuset",
+        "memory_mb",
+        "load",
+        "rate",
+        "arrival",
+        "repeats",
+        "max_cv",
+        "capacity",
+        "slo_p99_ms",
+        "loadgen_processes",
+        "cpu_split",
+        "request_timeout",
+        "soak_minutes",
+        "fail_on_regression",
+    }
 
 
 @pytest.mark.parametrize(
@@ -45,6 +73,43 @@ def test_trigger_form_rejects_bad_conf_naming_the_field(dag, conf: dict, field: 
     from airflow.sdk.exceptions import ParamValidationError
 
     params = copy.deepcopy(dag.params)
+    params.update(conf)
     with pytest.raises(ParamValidationError, match=f"Invalid input for param {field}"):
-        params.update(conf)
         params.validate()
+
+
+SPY = """
+import builtins, importlib.util, io, sys
+read = []
+real_open = io.open
+def spy(file, *args, **kwargs):
+    read.append(str(file))
+    return real_open(file, *args, **kwargs)
+builtins.open = io.open = spy
+spec = importlib.util.spec_from_file_location("serving_benchmark", sys.argv[1])
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+print("parsed", *read, sep="\\n")
+from servebench.servers import manifest
+manifest.get("fastapi")
+print("loaded", *read, sep="\\n")
+"""
+
+
+def test_parsing_the_dag_reads_no_server_folder() -> None:
+    """Nothing heavy at parse time: the trigger form lists the server folders but reads none of them (the
+    manifests are read by `plan`, when a run starts). The spy is shown to catch a manifest read."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", SPY, str(REPO / "dags" / "serving_benchmark.py")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    parsed, _, loaded = done.stdout.partition("loaded\n")
+    servers = str(REPO / "servers")
+    assert [p for p in parsed.splitlines() if p.startswith(servers)] == []
+    assert f"{servers}/fastapi/manifest.toml" in loaded.splitlines()

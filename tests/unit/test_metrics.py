@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+
 from servebench.measure import aggregate, latency, metrics
 from servebench.measure.loadgen import LoadResult
 from servebench.measure.sampler import Sample
@@ -13,8 +14,21 @@ def hist(latencies_ms) -> latency.HdrHistogram:  # type: ignore[no-untyped-def]
 
 
 def load(latencies: list[float], failures: int = 0, start: float = 1000.0, seconds: float = 10.0) -> LoadResult:
-    per_second = [{"second": s, "requests": len(latencies) // int(seconds), "failures": 0, "latency_ms_p95": 1.0} for s in range(int(seconds))]
-    return LoadResult(start, start + seconds, len(latencies), failures, hist(latencies), per_second, [], 5, {"p50": 1.0, "p99": 1.0, "max": 1.0})
+    per_second = [
+        {"second": s, "requests": len(latencies) // int(seconds), "failures": 0, "latency_ms_p95": 1.0}
+        for s in range(int(seconds))
+    ]
+    return LoadResult(
+        start,
+        start + seconds,
+        len(latencies),
+        failures,
+        hist(latencies),
+        per_second,
+        [],
+        5,
+        {"p50": 1.0, "p99": 1.0, "max": 1.0},
+    )
 
 
 def test_percentiles_have_microsecond_resolution_not_locust_buckets() -> None:
@@ -22,7 +36,9 @@ def test_percentiles_have_microsecond_resolution_not_locust_buckets() -> None:
     assert missing == [] and figures["latency_ms_min"] == pytest.approx(0.1)
     assert figures["latency_ms_p50"] == pytest.approx(0.55, abs=1e-3)
     assert figures["latency_ms_p99"] == pytest.approx(0.991, abs=1e-3)
-    assert figures["latency_ms_p50"] <= figures["latency_ms_p95"] <= figures["latency_ms_p99"] <= figures["latency_ms_max"]
+    assert (
+        figures["latency_ms_p50"] <= figures["latency_ms_p95"] <= figures["latency_ms_p99"] <= figures["latency_ms_max"]
+    )
     assert all(round(v, 3) == v for v in figures.values())  # ms with three decimals
 
 
@@ -30,7 +46,11 @@ def test_histograms_merge_across_processes_exactly() -> None:
     a, b = hist([1.0] * 600), hist([3.0] * 400)
     merged = latency.merge([a.encode(), b.encode()])
     figures, _ = latency.figures_ms(merged)
-    assert merged.get_total_count() == 1000 and figures["latency_ms_p50"] == 1.0 and figures["latency_ms_p90"] == pytest.approx(3.0, rel=1e-3)  # HDR: within 0.1%
+    assert (
+        merged.get_total_count() == 1000
+        and figures["latency_ms_p50"] == 1.0
+        and figures["latency_ms_p90"] == pytest.approx(3.0, rel=1e-3)
+    )  # HDR: within 0.1%
 
 
 def test_percentiles_without_enough_responses_are_missing_not_guessed() -> None:
@@ -67,14 +87,18 @@ def test_per_second_series_count_from_the_window_start() -> None:
 
 
 def test_repeats_give_medians_a_confidence_interval_and_a_noise_flag() -> None:
-    repeats = [{"rps": r, "requests": 100.0 * r, "failures": 1.0, "latency_ms_p99": p99, "loadgen_saturated": s}
-               for r, p99, s in ((1000.0, 2.0, 0.0), (1100.0, 3.0, 1.0), (900.0, 2.5, 0.0))]  # fmt: skip
+    repeats = [
+        {"rps": r, "requests": 100.0 * r, "failures": 1.0, "latency_ms_p99": p99, "loadgen_saturated": s}
+        for r, p99, s in ((1000.0, 2.0, 0.0), (1100.0, 3.0, 1.0), (900.0, 2.5, 0.0))
+    ]
     figures, flags = aggregate.combine(repeats, max_cv=0.05)
     assert figures["rps"] == 1000.0 and figures["latency_ms_p99"] == 2.5 and figures["repeats"] == 3
     assert figures["requests"] == 300_000.0 and figures["error_rate"] == pytest.approx(3 / 300_000)
     assert figures["rps_cv"] == pytest.approx(0.1) and flags == ["noisy"]
     # t(0.975, 2) = 4.303: mean 1000 +- 4.303 * 100 / sqrt(3)
-    assert figures["rps_ci95_low"] == pytest.approx(1000 - 248.4, abs=0.1) and figures["rps_ci95_high"] == pytest.approx(1248.4, abs=0.1)
+    assert figures["rps_ci95_low"] == pytest.approx(1000 - 248.4, abs=0.1) and figures[
+        "rps_ci95_high"
+    ] == pytest.approx(1248.4, abs=0.1)
     assert figures["loadgen_saturated"] == 1.0
     _, calm = aggregate.combine(repeats, max_cv=0.2)
     assert calm == []

@@ -4,6 +4,7 @@ from pathlib import Path
 import joblib
 import numpy as np
 import pytest
+
 from servebench.models.export import N_SAMPLES_CHECKED, export_model
 
 

@@ -1,4 +1,5 @@
 import pytest
+
 from servebench.config.params import (
     NIGHTLY_FRAMEWORKS,
     BenchmarkParams,
@@ -69,7 +70,9 @@ def test_auto_workers_follow_gunicorns_rule_and_bad_counts_say_what_is_allowed(m
     assert parse({"workers": [5, "auto"]}).worker_counts == [5]  # the same count runs once
     with pytest.raises(ParamsError) as err:
         parse({"workers": ["many"]})
-    assert "workers.0: Input should be a valid integer (got 'many') or Input should be 'auto' (got 'many')" in str(err.value)
+    assert "workers.0: Input should be a valid integer (got 'many') or Input should be 'auto' (got 'many')" in str(
+        err.value
+    )
 
 
 def test_soak_is_a_run_of_its_own() -> None:

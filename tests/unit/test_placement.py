@@ -1,4 +1,5 @@
 import pytest
+
 from servebench.base import placement
 from servebench.config.params import ParamsError, parse
 

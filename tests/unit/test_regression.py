@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
+
 from servebench.config.spec import TrialSpec
 from servebench.results import regression
 from servebench.results.records import TrialResult
@@ -24,7 +25,15 @@ def tracker(tmp_path: Path) -> Tracker:
 def nights(tracker: Tracker, tmp_path: Path, rps: list[float], host: str = "h1", trigger: str = "scheduled") -> None:
     """One benchmark per night, each with one run of SPEC measuring `rps`."""
     for i, value in enumerate(rps):
-        bench = Benchmark(f"{host}-{trigger}-{i}", "nightly", f"night {i}", {}, {"trigger": trigger, "host.fingerprint": host}, {}, tracker.uri)
+        bench = Benchmark(
+            f"{host}-{trigger}-{i}",
+            "nightly",
+            f"night {i}",
+            {},
+            {"trigger": trigger, "host.fingerprint": host},
+            {},
+            tracker.uri,
+        )
         parent = tracker.open_parent(bench)
         out = tmp_path / bench.id
         out.mkdir()
@@ -59,11 +68,23 @@ def test_the_summary_judges_each_configuration_and_logs_the_verdict(tracker: Tra
     from servebench.results import spool
 
     nights(tracker, tmp_path, [1000, 1010, 990, 1005, 995])
-    tonight = spool.create(Benchmark(f"tonight-{tmp_path.name}", "nightly", "tonight", {}, {"trigger": "scheduled", "host.fingerprint": "h1"}, {}, tracker.uri))
+    tonight = spool.create(
+        Benchmark(
+            f"tonight-{tmp_path.name}",
+            "nightly",
+            "tonight",
+            {},
+            {"trigger": "scheduled", "host.fingerprint": "h1"},
+            {},
+            tracker.uri,
+        )
+    )
     tonight.trial_dir(SPEC.key).mkdir(parents=True, exist_ok=True)
     TrialResult(SPEC, "ok", metrics={"rps": 780.0, "latency_ms_p99": 10.1}, out_dir=tonight.trial_dir(SPEC.key)).save()
     done = pipeline.summarize(tonight.id, [SPEC], tracker)
-    assert done.regressions == [f"lr/fastapi/w2/u50: {regression.judge('rps', 780.0, [1000, 1010, 990, 1005, 995]).text}"]
+    assert done.regressions == [
+        f"lr/fastapi/w2/u50: {regression.judge('rps', 780.0, [1000, 1010, 990, 1005, 995]).text}"
+    ]
     assert "rps 780 vs 1000 (-22.0%" in done.text() and done.rows[0]["verdict"] == "regression"
     run = MlflowClient(tracker.uri).get_run(done.rows[0]["run_id"])
     assert run.data.tags["servebench.verdict"] == "regression" and run.data.metrics["baseline/rps"] == 1000.0

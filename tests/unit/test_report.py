@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
+
 from servebench import cli, pipeline
 from servebench.config.spec import TrialSpec
 from servebench.report import page as report
@@ -19,7 +20,13 @@ from servebench.results.spool import Benchmark
 from servebench.results.tracker import Tracker
 
 HOST = {"trigger": "scheduled", "host.fingerprint": "h1", "host.name": "bench-1", "host.cpu_count": "2"}
-PARAMS = {"models": ["lr", "mlp"], "frameworks": ["cpp", "fastapi", "flask"], "workers": [1, 2], "users": [8], "duration": 5.0}
+PARAMS = {
+    "models": ["lr", "mlp"],
+    "frameworks": ["cpp", "fastapi", "flask"],
+    "workers": [1, 2],
+    "users": [8],
+    "duration": 5.0,
+}
 # (model, framework, workers) -> (rps, p99 ms, cpu %, rss MB); lr/fastapi/w2 is fastest, cpp the leanest
 FIGURES = {
     ("lr", "cpp", 1): (3000.0, 4.0, 90.0, 8.0),
@@ -36,11 +43,22 @@ def spec(model: str, framework: str, workers: int) -> TrialSpec:
 
 def trial(model: str, framework: str, workers: int, out: Path, scale: float = 1.0, status: str = "ok") -> TrialResult:
     rps, p99, cpu, rss = FIGURES.get((model, framework, workers), (0.0, 0.0, 0.0, 0.0))
-    metrics = {"rps": rps * scale, "requests": rps * scale * 5, "error_rate": 0.0 if status == "ok" else 0.05,
-               "latency_ms_p50": p99 / 4, "latency_ms_p95": p99 / 2, "latency_ms_p99": p99 / scale,
-               "server_cpu_percent_avg": cpu, "server_rss_mb_max": rss}  # fmt: skip
-    series = {"series/rps": [(s, rps * scale) for s in range(6)], "series/latency_ms_p95": [(s, p99 / 2) for s in range(6)],
-              "series/server_cpu_percent": [(s, cpu) for s in range(6)], "series/server_rss_mb": [(s, rss + s) for s in range(6)]}  # fmt: skip
+    metrics = {
+        "rps": rps * scale,
+        "requests": rps * scale * 5,
+        "error_rate": 0.0 if status == "ok" else 0.05,
+        "latency_ms_p50": p99 / 4,
+        "latency_ms_p95": p99 / 2,
+        "latency_ms_p99": p99 / scale,
+        "server_cpu_percent_avg": cpu,
+        "server_rss_mb_max": rss,
+    }
+    series = {
+        "series/rps": [(s, rps * scale) for s in range(6)],
+        "series/latency_ms_p95": [(s, p99 / 2) for s in range(6)],
+        "series/server_cpu_percent": [(s, cpu) for s in range(6)],
+        "series/server_rss_mb": [(s, rss + s) for s in range(6)],
+    }
     flags = ("loadgen_saturated",) if framework == "cpp" else ()
     out.mkdir(parents=True, exist_ok=True)
     if status == "failed":
@@ -63,8 +81,14 @@ def benchmark(tracker: Tracker, tmp_path: Path, name: str, scale: float = 1.0, t
         trial(model, framework, workers, bench.trial_dir(key), scale).save()
     trial("mlp", "flask", 1, bench.trial_dir(spec("mlp", "flask", 1).key), status="failed").save()
     degraded = trial("mlp", "fastapi", 2, bench.trial_dir(spec("mlp", "fastapi", 2).key), status="degraded")
-    TrialResult(degraded.spec, "degraded", "3 of 60 requests failed", {**degraded.metrics, "rps": 650.0}, degraded.series,
-                out_dir=degraded.out_dir).save()  # fmt: skip
+    TrialResult(
+        degraded.spec,
+        "degraded",
+        "3 of 60 requests failed",
+        {**degraded.metrics, "rps": 650.0},
+        degraded.series,
+        out_dir=degraded.out_dir,
+    ).save()
     planned = [*(spec(*k) for k in FIGURES), spec("mlp", "flask", 1), spec("mlp", "fastapi", 2), spec("mlp", "cpp", 1)]
     pipeline.summarize(name, planned, tracker)
     parent = tracker.open_parent(spool.load(name))
@@ -92,13 +116,24 @@ def test_the_report_names_the_winner_its_cost_and_every_configuration(tracker: T
     assert (tmp_path / "out" / "mine.png").exists() and not (tmp_path / "out" / "capacity.png").exists()
     names = [f.name for f in files]
     assert names[:3] == ["index.html", "summary.md", "summary.csv"]
-    assert set(names[3:]) == {"throughput_vs_workers.png", "latency_percentiles.png", "pareto.png", "resources.png", "timeseries.png"}
+    assert set(names[3:]) == {
+        "throughput_vs_workers.png",
+        "latency_percentiles.png",
+        "pareto.png",
+        "resources.png",
+        "timeseries.png",
+    }
     assert all(f.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for f in files[3:])
     page = files[0].read_text()
     assert len(re.findall(r"src='data:image/png;base64,", page)) == 5  # self-contained: every plot embedded
-    assert "fastest: <b class=big>fastapi w2</b> at 8 users: <b>3,600 req/s</b>, p99 6.00 ms, 1.90 cores, 200 MB" in page
+    assert (
+        "fastest: <b class=big>fastapi w2</b> at 8 users: <b>3,600 req/s</b>, p99 6.00 ms, 1.90 cores, 200 MB" in page
+    )
     assert "most req/s per core: cpp w1 u8 (3,333 req/s per core)" in page
-    assert "not ok: cpp w1 u8 (missing), cpp w2 u8 (missing), fastapi w2 u8 (degraded), flask w1 u8 (failed), flask w2 u8 (missing)" in page
+    assert (
+        "not ok: cpp w1 u8 (missing), cpp w2 u8 (missing), fastapi w2 u8 (degraded), flask w1 u8 (failed), flask w2 u8 (missing)"
+        in page
+    )
     assert "loadgen_saturated: Locust used its cores to the full" in page and "(lr/cpp/w1/u8)" in page
     assert "<tr class='st-ok best'>" in page and "server exited with code 3" in page
     assert "No verdicts" not in page and "without a baseline yet" in page  # ok rows judged: no history
@@ -117,7 +152,9 @@ def test_a_regression_is_a_section_of_the_report(tracker: Tracker, tmp_path: Pat
         time.sleep(0.01)  # MLflow orders the history by start time (ms)
     tonight = benchmark(tracker, tmp_path, "tonight", scale=0.75)
     built = report.gather(tonight, tracker, [])
-    assert built.history["lr/fastapi/w2/u8"] == pytest.approx([3600.0, 3618.0, 3636.0])  # its baseline nights, oldest first
+    assert built.history["lr/fastapi/w2/u8"] == pytest.approx(
+        [3600.0, 3618.0, 3636.0]
+    )  # its baseline nights, oldest first
     files = report.write(built, tmp_path / "out")
     assert "history.png" in [f.name for f in files]
     page = files[0].read_text()
@@ -144,8 +181,24 @@ def test_report_and_compare_commands(tracker: Tracker, tmp_path: Path, capsys: p
     out = capsys.readouterr().out
     assert "host.fingerprint: h1  ->  h2" in out and "different machines" in out
     line = next(x for x in out.splitlines() if x.startswith("lr/fastapi/w2/u8"))
-    assert line.split()[1:] == ["ok", "ok", "3600", "2880", "-20.0%", "worse", "6.00", "7.50", "+25.0%", "worse",
-                                "190", "190", "+0.0%", "200", "200", "+0.0%"]  # fmt: skip
+    assert line.split()[1:] == [
+        "ok",
+        "ok",
+        "3600",
+        "2880",
+        "-20.0%",
+        "worse",
+        "6.00",
+        "7.50",
+        "+25.0%",
+        "worse",
+        "190",
+        "190",
+        "+0.0%",
+        "200",
+        "200",
+        "+0.0%",
+    ]
     assert re.search(r"^mlp/cpp/w1/u8\s+missing\s+missing", out, re.M)
 
     child = tracker.trial_runs(after)[0].run_id

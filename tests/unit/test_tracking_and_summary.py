@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
+
 from servebench.config.spec import TrialSpec
 from servebench.report import page as report
 from servebench.report import summary
@@ -21,17 +22,35 @@ def bench(benchmark_id: str, params: dict | None = None, tags: dict | None = Non
     return Benchmark(benchmark_id, "exp", f"manual {benchmark_id}", params or {}, tags or {}, {}, "sqlite://")
 
 
-def result(framework: str, workers: int, rps: float, out_dir: Path, status: str = "ok", reason: str = "") -> TrialResult:
+def result(
+    framework: str, workers: int, rps: float, out_dir: Path, status: str = "ok", reason: str = ""
+) -> TrialResult:
     spec = TrialSpec.of("lr", framework, workers, 10, spawn_rate=10.0, duration=5.0, warmup=1.0)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "server.log").write_text("hello from the server\n")
-    figures = {"rps": rps, "error_rate": 0.0, "latency_ms_p50": 1.0, "latency_ms_p95": 2.0, "latency_ms_p99": 3.0} if status == "ok" else {}
+    figures = (
+        {"rps": rps, "error_rate": 0.0, "latency_ms_p50": 1.0, "latency_ms_p95": 2.0, "latency_ms_p99": 3.0}
+        if status == "ok"
+        else {}
+    )
     series = {"series/rps": [(0, rps), (1, rps + 1)]} if status == "ok" else {}
-    return TrialResult(spec, status, reason, figures, series, ("loadgen_saturated",) if rps > 1000 else (), {"backend": "local"}, out_dir, "tail" if reason else "")
+    return TrialResult(
+        spec,
+        status,
+        reason,
+        figures,
+        series,
+        ("loadgen_saturated",) if rps > 1000 else (),
+        {"backend": "local"},
+        out_dir,
+        "tail" if reason else "",
+    )
 
 
 def test_trials_are_child_runs_with_public_names(tracker: Tracker, tmp_path: Path) -> None:
-    parent = tracker.open_parent(bench("dag-r1", {"workers": [1, 2]}, {"trigger": "manual", "airflow.dag_run_id": "r1"}))
+    parent = tracker.open_parent(
+        bench("dag-r1", {"workers": [1, 2]}, {"trigger": "manual", "airflow.dag_run_id": "r1"})
+    )
     assert tracker.open_parent(bench("dag-r1")) == parent  # a re-run (or a retried upload) reuses it
     assert tracker.open_parent(bench("dag-r2")) != parent
     child = tracker.log_trial(parent, result("fastapi", 2, 1500.0, tmp_path / "a"))
@@ -51,15 +70,29 @@ def test_summary_lists_failed_and_missing_trials(tracker: Tracker, tmp_path: Pat
     tracker.log_trial(parent, result("fastapi", 1, 900.0, tmp_path / "a"))
     failed = tracker.log_trial(parent, result("broken", 1, 0.0, tmp_path / "b", "failed", "server exited with code 3"))
     assert MlflowClient(tracker.uri).get_run(failed).info.status == "FAILED"
-    planned = [TrialSpec.of("lr", fw, 1, 10, spawn_rate=10.0, duration=5.0, warmup=1.0) for fw in ("broken", "fastapi", "flask")]
+    planned = [
+        TrialSpec.of("lr", fw, 1, 10, spawn_rate=10.0, duration=5.0, warmup=1.0)
+        for fw in ("broken", "fastapi", "flask")
+    ]
     rows = summary.rows_from_records(tracker.trial_runs(parent), planned)
-    assert [(r["framework"], r["status"]) for r in rows] == [("broken", "failed"), ("fastapi", "ok"), ("flask", "missing")]
+    assert [(r["framework"], r["status"]) for r in rows] == [
+        ("broken", "failed"),
+        ("fastapi", "ok"),
+        ("flask", "missing"),
+    ]
     assert rows[0]["notes"] == "server exited with code 3" and "no result was logged" in rows[2]["notes"]
     text = summary.format_table(rows)
     assert "fastapi" in text and "900" in text and "server exited with code 3" in text
     files = report.write(report.Report("b", rows, {}, {}, {}), tmp_path / "summary")
-    assert [f.name for f in files] == ["index.html", "summary.md", "summary.csv", "throughput_vs_workers.png",
-                                       "latency_percentiles.png", "pareto.png", "resources.png"]  # no series: no time plot
+    assert [f.name for f in files] == [
+        "index.html",
+        "summary.md",
+        "summary.csv",
+        "throughput_vs_workers.png",
+        "latency_percentiles.png",
+        "pareto.png",
+        "resources.png",
+    ]  # no series: no time plot
     assert files[3].read_bytes()[:4] == b"\x89PNG" and "| ★ | lr | fastapi | 1 |" in files[1].read_text()
 
 
@@ -103,7 +136,7 @@ def test_a_half_finished_upload_is_replaced_on_retry(tracker: Tracker, tmp_path:
     MlflowClient(tracker.uri).create_experiment("exp", artifact_location=blocked.as_uri())
     parent = tracker.open_parent(bench("b"))
     done = result("fastapi", 1, 900.0, tmp_path / "a")
-    with pytest.raises(OSError):
+    with pytest.raises(NotADirectoryError, match="Not a directory"):
         tracker.log_trial(parent, done)
     assert tracker.trial_runs(parent) == []  # the incomplete run does not count
     blocked.unlink()

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from servebench.config import params, spec
 
 REPO = Path(__file__).resolve().parents[2]
@@ -104,7 +105,13 @@ def test_every_field_set_in_the_form_reaches_the_trials(served_params: Any) -> N
         f"mlp-{fw}-w{w}-u{u}-docker-soak2m" for fw in ("fastapi", "cpp") for w in (1, 4) for u in (10, 20)
     ]
     settings = planned[0].settings
-    assert (settings.duration, settings.warmup, settings.spawn_rate, settings.rate, settings.arrival) == (5, 1, 20, 100, "constant")
+    assert (settings.duration, settings.warmup, settings.spawn_rate, settings.rate, settings.arrival) == (
+        5,
+        1,
+        20,
+        100,
+        "constant",
+    )
     assert (settings.loadgen_processes, settings.request_timeout, settings.cpu_split) == (2, 5, "off")
     assert (settings.repeats, settings.max_cv, settings.slo_p99_ms, settings.soak_minutes) == (2, 0.2, 50, 2)
     assert (settings.backend, settings.cpuset, settings.memory_mb) == ("docker", "1", 1024)
@@ -115,13 +122,22 @@ def test_every_field_set_in_the_form_reaches_the_trials(served_params: Any) -> N
     ("changes", "keys"),
     [
         # JSON list editor: integers, and "auto" spelled as a string
-        ({"models": ["lr"], "frameworks": ["cpp"], "workers": [1, "auto"], "users": [8]}, ["lr-cpp-w1-u8", "lr-cpp-w5-u8"]),
+        (
+            {"models": ["lr"], "frameworks": ["cpp"], "workers": [1, "auto"], "users": [8]},
+            ["lr-cpp-w1-u8", "lr-cpp-w5-u8"],
+        ),
         # multi-select: strings, in the order picked
         ({"models": ["mlp", "lr"], "frameworks": ["flask"], "workers": [2]}, ["mlp-flask-w2-u50", "lr-flask-w2-u50"]),
         # number boxes: a rate for open loop; emptied optional numbers are null
-        ({"models": ["lr"], "frameworks": ["cpp"], "workers": [1], "load": "open", "rate": 250.5}, ["lr-cpp-w1-u50-open250.5"]),
+        (
+            {"models": ["lr"], "frameworks": ["cpp"], "workers": [1], "load": "open", "rate": 250.5},
+            ["lr-cpp-w1-u50-open250.5"],
+        ),
         ({"models": ["lr"], "frameworks": ["cpp"], "workers": [1], "soak_minutes": 0.5}, ["lr-cpp-w1-u50-soak0.5m"]),
-        ({"models": ["lr"], "frameworks": ["cpp"], "workers": [1], "capacity": True, "slo_p99_ms": 20}, ["lr-cpp-w1-u50-capacity"]),
+        (
+            {"models": ["lr"], "frameworks": ["cpp"], "workers": [1], "capacity": True, "slo_p99_ms": 20},
+            ["lr-cpp-w1-u50-capacity"],
+        ),
     ],
 )
 def test_each_widget_kind_plans_the_intended_trials(
@@ -154,7 +170,9 @@ def test_each_widget_kind_plans_the_intended_trials(
         ({"rate": "100"}, "param rate: '100' is not of type 'number', 'null'"),
     ],
 )
-def test_a_bad_value_is_refused_naming_field_and_rule(served_params: Any, changes: dict[str, Any], message: str) -> None:
+def test_a_bad_value_is_refused_naming_field_and_rule(
+    served_params: Any, changes: dict[str, Any], message: str
+) -> None:
     from airflow.exceptions import ParamValidationError
 
     with pytest.raises(ParamValidationError) as err:

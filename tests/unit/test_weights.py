@@ -4,12 +4,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from servebench.models import weights
 from sklearn.datasets import make_classification
 from sklearn.exceptions import ConvergenceWarning, NotFittedError
 from sklearn.linear_model import LogisticRegression
 from sklearn.neural_network import MLPClassifier
 from sklearn.tree import DecisionTreeClassifier
+
+from servebench.models import weights
 
 pytestmark = pytest.mark.filterwarnings(f"ignore::{ConvergenceWarning.__module__}.{ConvergenceWarning.__name__}")
 
@@ -72,7 +73,9 @@ def test_binary_models_have_one_logistic_output(tmp_path: Path, estimator) -> No
 
 def test_unsupported_estimators_are_named(tmp_path: Path) -> None:
     model, _ = fitted(DecisionTreeClassifier())
-    with pytest.raises(ValueError, match="DecisionTreeClassifier cannot be exported.*LogisticRegression.*MLPClassifier"):
+    with pytest.raises(
+        ValueError, match=r"DecisionTreeClassifier cannot be exported.*LogisticRegression.*MLPClassifier"
+    ):
         weights.write(model, tmp_path)
     with pytest.raises(NotFittedError):
         weights.write(LogisticRegression(), tmp_path)
@@ -86,10 +89,10 @@ def test_unsupported_estimators_are_named(tmp_path: Path) -> None:
 
 
 def test_an_export_that_does_not_reproduce_the_model_is_refused(tmp_path: Path, monkeypatch) -> None:
-    model, X = fitted(LogisticRegression(max_iter=500))
+    model, _ = fitted(LogisticRegression(max_iter=500))
     real = weights.predict_proba
     monkeypatch.setattr(weights, "predict_proba", lambda h, d, X: real(h, d, X) + 2e-5)
-    with pytest.raises(ValueError, match="differs from predict_proba by 2.0"):
+    with pytest.raises(ValueError, match=r"differs from predict_proba by 2\.0"):
         weights.write(model, tmp_path)
     assert list(tmp_path.iterdir()) == []
 

@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 def request(base_url: str, method: str, path: str, body: bytes | None = None, timeout: float = 5.0) -> tuple[int, Any]:
     """One HTTP request; returns (status, decoded JSON or raw text)."""
     url = urlsplit(base_url)
-    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=timeout)
+    conn = http.client.HTTPConnection(url.hostname or "", url.port, timeout=timeout)
     try:
         headers = {"Content-Type": "application/json"} if body is not None else {}
         conn.request(method, path, body=body, headers=headers)

@@ -58,15 +58,21 @@ def check(split: str, cpuset: str | None) -> None:
     if cpuset is not None:
         missing = sorted(set(cpus_of(cpuset)) - available)
         if missing:
-            raise ValueError(f"cpuset {cpuset!r}: this machine has no CPU {missing} (it has {cpuset_of(tuple(sorted(available)))})")
+            raise ValueError(
+                f"cpuset {cpuset!r}: this machine has no CPU {missing} (it has {cpuset_of(tuple(sorted(available)))})"
+            )
     if split in ("auto", "off"):
         return
     server, loadgen = (cpus_of(part) for part in split.split(":"))
     missing = sorted((set(server) | set(loadgen)) - available)
     if missing:
-        raise ValueError(f"cpu_split {split!r}: this machine has no CPU {missing} (it has {cpuset_of(tuple(sorted(available)))})")
+        raise ValueError(
+            f"cpu_split {split!r}: this machine has no CPU {missing} (it has {cpuset_of(tuple(sorted(available)))})"
+        )
     if set(server) & set(loadgen):
-        raise ValueError(f"cpu_split {split!r}: server and load generator CPUs overlap ({sorted(set(server) & set(loadgen))})")
+        raise ValueError(
+            f"cpu_split {split!r}: server and load generator CPUs overlap ({sorted(set(server) & set(loadgen))})"
+        )
     if cpuset is not None and cpus_of(cpuset) != server:
         raise ValueError(f"cpu_split {split!r} and cpuset {cpuset!r} name different server CPUs: give them once")
 

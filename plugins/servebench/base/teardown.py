@@ -17,8 +17,9 @@ import logging
 import os
 import signal
 import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Callable, Iterator
+from types import FrameType
 
 import psutil
 
@@ -86,10 +87,10 @@ def stopping_on_signals() -> Iterator[None]:
         return
     previous = {sig: signal.getsignal(sig) for sig in SIGNALS}
 
-    def handler(signum: int, frame: object) -> None:
+    def handler(signum: int, frame: FrameType | None) -> None:
         name = signal.Signals(signum).name
         killed = kill_all(f"received {name}")
-        earlier = previous[signum]
+        earlier = previous[signal.Signals(signum)]
         if callable(earlier) and earlier is not signal.default_int_handler:
             earlier(signum, frame)  # e.g. Airflow's task runner, which calls the task's on_kill
         raise Aborted(f"stopped by {name}" + (f" (killed {', '.join(killed)})" if killed else ""), signum)
@@ -107,7 +108,11 @@ def _marked() -> Iterator[tuple[psutil.Process, str]]:
     """Live processes of this user that carry an owner mark, with the mark."""
     for proc in psutil.process_iter(["pid", "uids", "status"]):
         try:
-            if proc.info["uids"] is None or proc.info["uids"].real != os.getuid() or proc.info["status"] == psutil.STATUS_ZOMBIE:
+            if (
+                proc.info["uids"] is None
+                or proc.info["uids"].real != os.getuid()
+                or proc.info["status"] == psutil.STATUS_ZOMBIE
+            ):
                 continue
             mark = proc.environ().get(OWNER_ENV)
         except psutil.Error:

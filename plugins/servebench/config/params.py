@@ -65,108 +65,165 @@ class BenchmarkParams(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
     models: list[str] = Field(
-        default=["lr", "mlp"], min_length=1, title="Models", description="Models to serve.",
+        default=["lr", "mlp"],
+        min_length=1,
+        title="Models",
+        description="Models to serve.",
     )
     frameworks: list[str] = Field(
-        default=list(NIGHTLY_FRAMEWORKS), min_length=1, title="Frameworks",
+        default=list(NIGHTLY_FRAMEWORKS),
+        min_length=1,
+        title="Frameworks",
         description="Server frameworks to compare (folders under servers/).",
     )
     workers: list[PositiveInt | Literal["auto"]] = Field(
-        default=[1, 2], min_length=1, title="Workers",
+        default=[1, 2],
+        min_length=1,
+        title="Workers",
         description='Worker counts to try: each at least 1, or "auto" for (2 x cores) + 1.',
         json_schema_extra={"form_hint": 'A JSON list, e.g. [1, 4] or [1, "auto"].'},
     )
     users: list[PositiveInt] = Field(
-        default=[50], min_length=1, title="Users",
+        default=[50],
+        min_length=1,
+        title="Users",
         description="Concurrent Locust users to try: each at least 1.",
         json_schema_extra={"form_hint": "A JSON list, e.g. [50, 200]."},
     )
     duration: float = Field(
-        default=60.0, gt=0, title="Duration (s)", description="Measured seconds per trial, after the warm-up.",
+        default=60.0,
+        gt=0,
+        title="Duration (s)",
+        description="Measured seconds per trial, after the warm-up.",
         json_schema_extra=_section(LOAD, logged_as="duration_s"),
     )
     warmup: float = Field(
-        default=10.0, ge=0, title="Warm-up (s)", description="Seconds of load before measuring; excluded from every figure.",
+        default=10.0,
+        ge=0,
+        title="Warm-up (s)",
+        description="Seconds of load before measuring; excluded from every figure.",
         json_schema_extra=_section(LOAD, logged_as="warmup_s"),
     )
     spawn_rate: float = Field(
-        default=50.0, gt=0, title="Spawn rate (users/s)", description="Users started per second.",
+        default=50.0,
+        gt=0,
+        title="Spawn rate (users/s)",
+        description="Users started per second.",
         json_schema_extra=_section(LOAD),
     )
     load: Literal["closed", "open"] = Field(
-        default="closed", title="Load",
-        description='"closed": users send back to back; "open": requests arrive at the rate below, each latency counted from when it was due.',
+        default="closed",
+        title="Load",
+        description='"closed": users send back to back; "open": requests arrive at the rate below, '
+        "each latency counted from when it was due.",
         json_schema_extra=_section(LOAD),
     )
     rate: float | None = Field(
-        default=None, gt=0, title="Rate (req/s)",
+        default=None,
+        gt=0,
+        title="Rate (req/s)",
         description="Open loop: target requests per second, over all load-generator processes.",
         json_schema_extra=_section(LOAD),
     )
     arrival: Literal["poisson", "constant"] = Field(
-        default="poisson", title="Arrivals", description="Open loop: Poisson arrivals or constant gaps.",
+        default="poisson",
+        title="Arrivals",
+        description="Open loop: Poisson arrivals or constant gaps.",
         json_schema_extra=_section(LOAD),
     )
     loadgen_processes: int = Field(
-        default=1, ge=1, le=64, title="Load-generator processes",
-        description="Locust processes (--processes): more cores for the load generator.", json_schema_extra=_section(LOAD),
+        default=1,
+        ge=1,
+        le=64,
+        title="Load-generator processes",
+        description="Locust processes (--processes): more cores for the load generator.",
+        json_schema_extra=_section(LOAD),
     )
     request_timeout: float = Field(
-        default=10.0, gt=0, le=600, title="Request timeout (s)",
+        default=10.0,
+        gt=0,
+        le=600,
+        title="Request timeout (s)",
         description="Seconds a request may take before it counts as failed (a hung server is bounded by it).",
         json_schema_extra=_section(LOAD, logged_as="request_timeout_s"),
     )
     cpu_split: str = Field(
-        default="auto", pattern=placement.SPLIT_PATTERN, title="CPU split",
-        description='Pin server and load generator to disjoint CPUs: "auto" (halves, from 4 cores), "off", or "SERVER_CPUS:LOADGEN_CPUS" such as "0-1:2-3".',
+        default="auto",
+        pattern=placement.SPLIT_PATTERN,
+        title="CPU split",
+        description='Pin server and load generator to disjoint CPUs: "auto" (halves, from 4 cores), "off", '
+        'or "SERVER_CPUS:LOADGEN_CPUS" such as "0-1:2-3".',
         json_schema_extra={**_section(LOAD), "examples": ["auto", "off"]},
     )
     repeats: int = Field(
-        default=3, ge=1, le=50, title="Repeats",
+        default=3,
+        ge=1,
+        le=50,
+        title="Repeats",
         description="Measured repeats per configuration: figures are medians, with a 95% CI and CV over them.",
         json_schema_extra=_section(MEASURE),
     )
     max_cv: float = Field(
-        default=0.1, gt=0, title="Max CV",
-        description="A configuration whose throughput varies more than this (coefficient of variation over its repeats) is flagged noisy.",
+        default=0.1,
+        gt=0,
+        title="Max CV",
+        description="A configuration whose throughput varies more than this (coefficient of variation over its "
+        "repeats) is flagged noisy.",
         json_schema_extra=_section(MEASURE),
     )
     capacity: bool = Field(
-        default=False, title="Capacity search",
+        default=False,
+        title="Capacity search",
         description="Search each configuration's highest open-loop rate within the SLO instead of fixed load.",
         json_schema_extra=_section(MEASURE),
     )
     slo_p99_ms: float = Field(
-        default=100.0, gt=0, title="SLO p99 (ms)",
+        default=100.0,
+        gt=0,
+        title="SLO p99 (ms)",
         description="Capacity search: the p99 latency a rate must stay under (errors under 0.1%).",
         json_schema_extra=_section(MEASURE),
     )
     soak_minutes: float | None = Field(
-        default=None, gt=0, le=1440, title="Soak (minutes)",
-        description="Soak mode: load each configuration for this many minutes in one run (no repeats) and fit its memory growth and latency drift.",
+        default=None,
+        gt=0,
+        le=1440,
+        title="Soak (minutes)",
+        description="Soak mode: load each configuration for this many minutes in one run (no repeats) and fit "
+        "its memory growth and latency drift.",
         json_schema_extra=_section(MEASURE),
     )
     backend: Literal["local", "docker"] = Field(
-        default_factory=default_backend, validate_default=True, title="Backend",
+        default_factory=default_backend,
+        validate_default=True,
+        title="Backend",
         description='Where servers run: "local" processes, or "docker" containers with limits.',
         json_schema_extra=_section(WHERE),
     )
     cpuset: str | None = Field(
-        default=None, pattern=placement.CPUSET_PATTERN, title="CPU set",
+        default=None,
+        pattern=placement.CPUSET_PATTERN,
+        title="CPU set",
         description='docker backend: the CPUs each server container may use, e.g. "1" or "0-1" (none: all).',
         json_schema_extra=_section(WHERE),
     )
     memory_mb: int | None = Field(
-        default=None, ge=64, title="Memory (MiB)",
+        default=None,
+        ge=64,
+        title="Memory (MiB)",
         description="docker backend: each server container's memory limit, at least 64 (none: no limit).",
         json_schema_extra=_section(WHERE),
     )
     experiment: str = Field(
-        default="servebench", min_length=1, title="MLflow experiment", description="Where the runs are logged.",
+        default="servebench",
+        min_length=1,
+        title="MLflow experiment",
+        description="Where the runs are logged.",
         json_schema_extra=_section(RESULTS),
     )
     fail_on_regression: bool = Field(
-        default=False, title="Fail on regression",
+        default=False,
+        title="Fail on regression",
         description="Fail a manual run when a configuration regressed against its history (a scheduled run always does).",
         json_schema_extra=_section(RESULTS),
     )
@@ -196,7 +253,7 @@ class BenchmarkParams(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _runs_on_backend(self) -> "BenchmarkParams":
+    def _runs_on_backend(self) -> BenchmarkParams:
         if self.backend == "local" and (self.cpuset is not None or self.memory_mb is not None):
             raise ValueError("cpuset and memory_mb limit containers: they need backend docker")
         if self.load == "open" and self.rate is None and not self.capacity:
@@ -211,7 +268,7 @@ class BenchmarkParams(BaseModel):
     @property
     def worker_counts(self) -> list[int]:
         """The worker counts with "auto" resolved on this machine (a count named twice is run once)."""
-        counts = [auto_workers() if w == AUTO_WORKERS else w for w in self.workers]
+        counts = [auto_workers() if w == AUTO_WORKERS else int(w) for w in self.workers]
         return list(dict.fromkeys(counts))
 
 

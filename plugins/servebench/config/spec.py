@@ -47,12 +47,18 @@ class TrialSpec:
     def logged_params(self) -> dict[str, Any]:
         """The trial's MLflow params: the matrix point and every setting but the matrix lists, each under the
         name its field gives (a new setting is logged without an edit here)."""
-        fields = BenchmarkParams.model_fields
-        settings = {
-            (fields[name].json_schema_extra or {}).get("logged_as", name): value  # type: ignore[union-attr]
-            for name, value in self.settings.model_dump(exclude=set(MATRIX)).items()
+        fields = type(self.settings).model_fields
+        settings = {}
+        for name, value in self.settings.model_dump(exclude=set(MATRIX)).items():
+            extra = fields[name].json_schema_extra
+            settings[str(extra.get("logged_as", name)) if isinstance(extra, dict) else name] = value
+        return {
+            "model": self.model,
+            "framework": self.framework,
+            "workers": self.workers,
+            "users": self.users,
+            **settings,
         }
-        return {"model": self.model, "framework": self.framework, "workers": self.workers, "users": self.users, **settings}
 
     def to_dict(self) -> dict[str, Any]:
         return {

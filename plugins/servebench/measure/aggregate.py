@@ -34,8 +34,10 @@ def combine(repeats: list[dict[str, float]], max_cv: float) -> tuple[dict[str, f
         else:
             figures[key] = float(statistics.median(values))
     if Metric.REQUESTS in figures:
-        figures[Metric.ERROR_RATE] = figures.get(Metric.FAILURES, 0.0) / figures[Metric.REQUESTS] if figures[Metric.REQUESTS] else 0.0
-    flags = []
+        figures[Metric.ERROR_RATE] = (
+            figures.get(Metric.FAILURES, 0.0) / figures[Metric.REQUESTS] if figures[Metric.REQUESTS] else 0.0
+        )
+    flags: list[str] = []
     rps = [r[Metric.RPS] for r in repeats if Metric.RPS in r]
     if len(rps) >= 2:
         mean, sd = statistics.fmean(rps), statistics.stdev(rps)

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Callable
 
 from servebench.measure import latency
 
@@ -67,9 +67,13 @@ def search(
         steps.append(step)
         log.info(
             "capacity step %d: %.0f rps offered, %.0f achieved, p99 %s ms, errors %.2f%%: %s",
-            len(steps), rate, step.rps, "n/a" if step.p99_ms is None else f"{step.p99_ms:.2f}",
-            100 * step.error_rate, "within SLO" if step.passed else step.why,
-        )  # fmt: skip
+            len(steps),
+            rate,
+            step.rps,
+            "n/a" if step.p99_ms is None else f"{step.p99_ms:.2f}",
+            100 * step.error_rate,
+            "within SLO" if step.passed else step.why,
+        )
         return step
 
     best: Step | None = None

@@ -9,9 +9,9 @@ Per-second histograms keep memory bounded and make the window exact, whatever th
 from __future__ import annotations
 
 import math
-from datetime import datetime, timezone
+from collections.abc import Iterable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Iterable
 
 from hdrh.histogram import HdrHistogram
 from hdrh.log import HistogramLogWriter
@@ -41,7 +41,7 @@ def merge(encoded: Iterable[str]) -> HdrHistogram:
 
 
 def histogram_count(encoded: str) -> int:
-    return HdrHistogram.decode(encoded).get_total_count()
+    return int(HdrHistogram.decode(encoded).get_total_count())
 
 
 def figures_ms(hist: HdrHistogram) -> tuple[dict[str, float], list[str]]:
@@ -76,11 +76,15 @@ def write_log(per_second: dict[int, HdrHistogram], path: Path) -> None:
         writer = HistogramLogWriter(f)
         writer.output_comment("servebench: request latency in microseconds, one interval per second")
         # (hdrh's own output_start_time fails on Python 3: written here in the same format)
-        stamp = datetime.fromtimestamp(start, timezone.utc).isoformat(" ")
-        f.write(f"#[StartTime: {start:.3f} (seconds since epoch), {stamp}]\n#[BaseTime: {start:.3f} (seconds since epoch)]\n")
+        stamp = datetime.fromtimestamp(start, UTC).isoformat(" ")
+        f.write(
+            f"#[StartTime: {start:.3f} (seconds since epoch), {stamp}]\n#[BaseTime: {start:.3f} (seconds since epoch)]\n"
+        )
         writer.output_legend()
         for second in sorted(per_second):
-            writer.output_interval_histogram(per_second[second], second - start, second + 1 - start, max_value_unit_ratio=1000.0)
+            writer.output_interval_histogram(
+                per_second[second], second - start, second + 1 - start, max_value_unit_ratio=1000.0
+            )
 
 
 def write_distribution(hist: HdrHistogram, path: Path) -> None:

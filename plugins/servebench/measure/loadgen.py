@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -10,9 +11,10 @@ import subprocess
 import sys
 import threading
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
@@ -78,18 +80,45 @@ def run(spec: LoadSpec, out_dir: Path, on_started: Callable[[int], None] = lambd
     limit = spec.warmup_s + spec.users / spec.spawn_rate + spec.duration_s + STOP_SLACK_S
     user_class = "ProbeUser" if spec.probe_path else "OpenLoopUser" if spec.mode == "open" else "ClosedLoopUser"
     cmd = [
-        sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), user_class, "--headless", "--only-summary",
-        "--host", spec.host, "--users", str(spec.users), "--spawn-rate", str(spec.spawn_rate),
-        "--run-time", f"{int(limit)}s", "--stop-timeout", "5", "--exit-code-on-error", "0",
-        "--csv", str(out_dir / "locust"), "--html", str(out_dir / "locust.html"), "--loglevel", "WARNING",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        str(LOCUSTFILE),
+        user_class,
+        "--headless",
+        "--only-summary",
+        "--host",
+        spec.host,
+        "--users",
+        str(spec.users),
+        "--spawn-rate",
+        str(spec.spawn_rate),
+        "--run-time",
+        f"{int(limit)}s",
+        "--stop-timeout",
+        "5",
+        "--exit-code-on-error",
+        "0",
+        "--csv",
+        str(out_dir / "locust"),
+        "--html",
+        str(out_dir / "locust.html"),
+        "--loglevel",
+        "WARNING",
+    ]
     if spec.processes > 1:
         cmd += ["--processes", str(spec.processes)]
     env = {"SERVEBENCH_LOADGEN_CONFIG": str(config), "PYTHONUNBUFFERED": "1", **teardown.owner_mark()}
     proc = subprocess.Popen(
-        cmd, env={**_base_env(), **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        start_new_session=True, preexec_fn=(lambda: os.sched_setaffinity(0, spec.cpus)) if spec.cpus else None,
-    )  # fmt: skip
+        cmd,
+        env={**_base_env(), **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        preexec_fn=(lambda: os.sched_setaffinity(0, spec.cpus)) if spec.cpus else None,
+    )
     token = teardown.register(f"Locust (process group {proc.pid})", lambda: _kill(proc))
     on_started(proc.pid)
     output: list[str] = []
@@ -107,7 +136,9 @@ def run(spec: LoadSpec, out_dir: Path, on_started: Callable[[int], None] = lambd
         raise LoadgenError(f"Locust exited with code {code}:\n" + _tail(output))
     window_file = out_dir / "window.json"
     if not window_file.exists():
-        raise LoadgenError("Locust stopped before the measured window ended (all users never started?):\n" + _tail(output))
+        raise LoadgenError(
+            "Locust stopped before the measured window ended (all users never started?):\n" + _tail(output)
+        )
     window = json.loads(window_file.read_text())
     parts = [json.loads(p.read_text()) for p in sorted(out_dir.glob("loadgen-*.json"))]
     if not parts:
@@ -148,21 +179,25 @@ def _merge(window: dict[str, Any], parts: list[dict[str, Any]], per_second: dict
     for s in range(start, end):
         hist = per_second.get(s)
         count = hist.get_total_count() if hist else 0
-        p95 = hist.get_value_at_percentile(95.0) / 1000.0 if count else None
+        p95 = hist.get_value_at_percentile(95.0) / 1000.0 if hist and count else None
         rows.append({"second": s - start, "requests": count, "failures": failures[s], "latency_ms_p95": p95})
     return LoadResult(
-        window_start=float(start), window_end=float(end), requests=total.get_total_count(),
-        failures=sum(failures.values()), histogram=total, per_second=rows,
-        failure_reasons=reasons.most_common(10), warmup_requests=warmup, locust=window["locust"],
-    )  # fmt: skip
+        window_start=float(start),
+        window_end=float(end),
+        requests=total.get_total_count(),
+        failures=sum(failures.values()),
+        histogram=total,
+        per_second=rows,
+        failure_reasons=reasons.most_common(10),
+        warmup_requests=warmup,
+        locust=window["locust"],
+    )
 
 
 def _kill(proc: subprocess.Popen[str]) -> None:
     """SIGKILL Locust's process group (its --processes workers too); nothing to do once it has exited."""
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
     proc.wait()
 
 

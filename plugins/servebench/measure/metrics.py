@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -33,7 +33,7 @@ def trend(points: list[tuple[float, float]]) -> tuple[float, float] | None:
     """Least-squares slope per minute and R² of (seconds, value) points; None with too few to fit."""
     if len(points) < MIN_FIT_POINTS:
         return None
-    x, y = (np.asarray(v, dtype=float) for v in zip(*points))
+    x, y = (np.asarray(v, dtype=float) for v in zip(*points, strict=True))
     if np.ptp(x) == 0:
         return None
     slope, intercept = np.polyfit(x, y, 1)
@@ -71,7 +71,7 @@ def trial_metrics(
             # CPU per request does not depend on how fast the load generator is: the fairest cost figure.
             cpu_seconds = figures[Metric.SERVER_CPU_AVG] / 100.0 * load.window_s
             figures[Metric.CPU_US_PER_REQUEST] = cpu_seconds * 1e6 / load.requests
-    flags = []
+    flags: list[str] = []
     growth = trend([(s.t, s.rss_mb) for s in server])
     if growth:
         figures[Metric.RSS_GROWTH], figures[Metric.RSS_GROWTH_R2] = growth
@@ -80,7 +80,10 @@ def trial_metrics(
     drift = trend([(p["second"], p[Metric.LATENCY_P95]) for p in load.per_second if p[Metric.LATENCY_P95] is not None])
     if drift and Metric.LATENCY_P95 in figures:
         figures[Metric.P95_DRIFT], figures[Metric.P95_DRIFT_R2] = drift
-        if drift[0] * load.window_s / 60.0 > DRIFT_FLAG_SHARE * figures[Metric.LATENCY_P95] and drift[1] >= DRIFT_MIN_R2:
+        if (
+            drift[0] * load.window_s / 60.0 > DRIFT_FLAG_SHARE * figures[Metric.LATENCY_P95]
+            and drift[1] >= DRIFT_MIN_R2
+        ):
             flags.append(Flag.LATENCY_DRIFTING)
     loadgen_cpu = _stats((s.cpu_percent for s in loadgen), "loadgen_cpu_percent")
     saturated = False

@@ -36,7 +36,7 @@ class ResourceSampler:
         with self._lock:
             self._probes[group] = probe
 
-    def __enter__(self) -> "ResourceSampler":
+    def __enter__(self) -> ResourceSampler:
         self._thread.start()
         return self
 
@@ -52,7 +52,9 @@ class ResourceSampler:
             for group, probe in probes.items():
                 usage = probe.read()
                 if usage is not None:
-                    self.samples.append(Sample(now, group, usage.cpu_percent, usage.rss_mb, usage.threads, usage.processes))
+                    self.samples.append(
+                        Sample(now, group, usage.cpu_percent, usage.rss_mb, usage.threads, usage.processes)
+                    )
 
     def series(self, group: str, start: float, end: float) -> list[Sample]:
         """Samples of one group taken inside [start, end]."""

@@ -14,9 +14,9 @@ import itertools
 import json
 import logging
 import shutil
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
 from servebench.base import placement, teardown
 from servebench.config.spec import TrialSpec
@@ -48,10 +48,12 @@ def run_trial(spec: TrialSpec, model: ExportedModel, out_dir: Path, runner: Runn
             server_cpus = placement.cpuset_of(where.server_cpus) or None
             runner = runner or runners.create(settings.backend, server_cpus, settings.memory_mb)
             result = _measure(spec, model, out_dir, runner, where)
-    except Exception as exc:  # noqa: BLE001 - any fault fails this trial only, and says why
+    except Exception as exc:
         tail = exc.log_tail if isinstance(exc, ServerFailed) else ""
         reason = exc.reason if isinstance(exc, ServerFailed) else f"{type(exc).__name__}: {exc}"
-        log.error("trial %s failed: %s%s", spec.run_name, reason, f"\n--- server log (tail) ---\n{tail}" if tail else "")
+        log.error(
+            "trial %s failed: %s%s", spec.run_name, reason, f"\n--- server log (tail) ---\n{tail}" if tail else ""
+        )
         if not isinstance(exc, ServerFailed):
             log.debug("trial %s traceback", spec.run_name, exc_info=True)
         context = {}
@@ -100,22 +102,35 @@ def _measure(
 
     def load_test(folder: str, mode: str, rate: float | None, duration_s: float) -> _Measured:
         load_spec = loadgen.LoadSpec(
-            host=server.base_url, meta_path=str(model.meta_path), users=spec.users,
-            spawn_rate=settings.spawn_rate, duration_s=duration_s, warmup_s=settings.warmup,
-            protocol=server_manifest.protocol, model_name=server_manifest.model_name, mode=mode, rate=rate,
-            arrival=settings.arrival, processes=settings.loadgen_processes, cpus=where.loadgen_cpus,
+            host=server.base_url,
+            meta_path=str(model.meta_path),
+            users=spec.users,
+            spawn_rate=settings.spawn_rate,
+            duration_s=duration_s,
+            warmup_s=settings.warmup,
+            protocol=server_manifest.protocol,
+            model_name=server_manifest.model_name,
+            mode=mode,
+            rate=rate,
+            arrival=settings.arrival,
+            processes=settings.loadgen_processes,
+            cpus=where.loadgen_cpus,
             request_timeout_s=settings.request_timeout,
-        )  # fmt: skip
+        )
         probe = server.probe()
         with ResourceSampler() as sampler:
             sampler.track("server", probe)
-            load = loadgen.run(load_spec, out_dir / folder, on_started=lambda pid: sampler.track("loadgen", ProcessTreeProbe(pid)))
+            load = loadgen.run(
+                load_spec, out_dir / folder, on_started=lambda pid: sampler.track("loadgen", ProcessTreeProbe(pid))
+            )
         server_samples = sampler.series("server", load.window_start, load.window_end)
         _write_samples(out_dir / folder / "resources.csv", sampler.samples)
         figures, flags = metrics.trial_metrics(
-            load, server_samples, sampler.series("loadgen", load.window_start, load.window_end),
+            load,
+            server_samples,
+            sampler.series("loadgen", load.window_start, load.window_end),
             where.loadgen_cores(settings.loadgen_processes),
-        )  # fmt: skip
+        )
         figures[Metric.WARMUP_REQUESTS] = float(load.warmup_requests)
         if load.failures:
             top = "; ".join(f"{n}x {reason}" for reason, n in load.failure_reasons[:3])
@@ -128,15 +143,22 @@ def _measure(
         context["parity"] = _write_parity(out_dir, parity_report)
         log.info(
             "trial %s: ready after %.2fs at %s, answers match the reference (max difference %.1e); loading",
-            spec.run_name, cold_start_s, server.base_url, parity_report.max_abs_diff or 0.0,
-        )  # fmt: skip
+            spec.run_name,
+            cold_start_s,
+            server.base_url,
+            parity_report.max_abs_diff or 0.0,
+        )
         measured = []
         repeats = 1 if settings.capacity or settings.soak_minutes else settings.repeats
         duration_s = settings.soak_minutes * 60.0 if settings.soak_minutes else settings.duration
         for i in range(1, repeats + 1):
             if repeats > 1:
                 log.info("trial %s: repeat %d of %d", spec.run_name, i, repeats)
-            measured.append(load_test(f"repeat-{i}", settings.load if not settings.capacity else "closed", settings.rate, duration_s))
+            measured.append(
+                load_test(
+                    f"repeat-{i}", settings.load if not settings.capacity else "closed", settings.rate, duration_s
+                )
+            )
             if server.exit_code() is not None:
                 log.error("trial %s: the server exited during repeat %d; no further repeats", spec.run_name, i)
                 break
@@ -145,7 +167,9 @@ def _measure(
         series = _joined_series([m.series for m in measured])
         if repeats > 1:
             for key in REPEAT_SERIES:
-                series[REPEAT_PREFIX + key] = [(i, m.figures[key]) for i, m in enumerate(measured, 1) if key in m.figures]
+                series[REPEAT_PREFIX + key] = [
+                    (i, m.figures[key]) for i, m in enumerate(measured, 1) if key in m.figures
+                ]
         if settings.capacity and server.exit_code() is None:
             _search_capacity(spec, figures, flags, series, load_test, out_dir)
         exit_during_load = server.exit_code()
@@ -166,7 +190,9 @@ def _measure(
         flags.append(Flag.SERVER_PROCESS_DIED)
         harms.append(f"server process(es) {', '.join(map(str, lost))} died during the load test")
     if figures.get(Metric.FAILURES):
-        harms.append(f"{figures['failures']:.0f} of {figures['requests']:.0f} requests failed ({context.get('top_failures', '')})")
+        harms.append(
+            f"{figures['failures']:.0f} of {figures['requests']:.0f} requests failed ({context.get('top_failures', '')})"
+        )
     for flag in flags:
         log.warning("trial %s: flagged %s", spec.run_name, flag)
     tail = server.log_tail() if problems or harms else ""
@@ -183,13 +209,17 @@ def _measure(
     )
     log.info(
         "trial %s: %s  %.0f rps%s  p50 %.3f ms  p99 %s ms  errors %.2f%%%s",
-        spec.run_name, result.status, figures[Metric.RPS],
+        spec.run_name,
+        result.status,
+        figures[Metric.RPS],
         f" (95% CI {figures['rps_ci95_low']:.0f}-{figures['rps_ci95_high']:.0f}, CV {100 * figures['rps_cv']:.1f}%)"
-        if Metric.RPS_CV in figures else "",
+        if Metric.RPS_CV in figures
+        else "",
         figures.get(Metric.LATENCY_P50, float("nan")),
-        f"{figures['latency_ms_p99']:.3f}" if Metric.LATENCY_P99 in figures else "n/a", 100 * figures[Metric.ERROR_RATE],
+        f"{figures['latency_ms_p99']:.3f}" if Metric.LATENCY_P99 in figures else "n/a",
+        100 * figures[Metric.ERROR_RATE],
         f"  max rps at SLO {figures['max_rps_at_slo']:.0f}" if Metric.MAX_RPS_AT_SLO in figures else "",
-    )  # fmt: skip
+    )
     return result
 
 
@@ -208,8 +238,12 @@ def _joined_series(parts: list[dict[str, list[tuple[int, float]]]]) -> dict[str,
 
 
 def _search_capacity(
-    spec: TrialSpec, figures: dict[str, float], flags: list[str], series: dict[str, list[tuple[int, float]]],
-    load_test: Callable[[str, str, float | None, float], _Measured], out_dir: Path,
+    spec: TrialSpec,
+    figures: dict[str, float],
+    flags: list[str],
+    series: dict[str, list[tuple[int, float]]],
+    load_test: Callable[[str, str, float | None, float], _Measured],
+    out_dir: Path,
 ) -> None:
     """Capacity search from 80% of the closed-loop throughput (or the given rate); adds its figures."""
     count = itertools.count(1)
@@ -217,9 +251,13 @@ def _search_capacity(
     def measure(rate: float) -> capacity.Step:
         m = load_test(f"capacity-{next(count)}", "open", rate, capacity.step_seconds(rate, spec.settings.duration))
         return capacity.judge(
-            rate, m.figures[Metric.RPS], m.figures.get(Metric.LATENCY_P99), m.figures[Metric.ERROR_RATE], spec.settings.slo_p99_ms,
+            rate,
+            m.figures[Metric.RPS],
+            m.figures.get(Metric.LATENCY_P99),
+            m.figures[Metric.ERROR_RATE],
+            spec.settings.slo_p99_ms,
             Flag.LOADGEN_SATURATED in m.flags,
-        )  # fmt: skip
+        )
 
     first = spec.settings.rate or max(capacity.LOWEST_RATE, 0.8 * figures.get(Metric.RPS, 0.0))
     best, steps = capacity.search(measure, first)
@@ -228,7 +266,9 @@ def _search_capacity(
         writer.writeheader()
         writer.writerows(s.to_dict() for s in steps)
     for key in ("rate", Metric.RPS, "p99_ms"):
-        series[f"capacity/{key}"] = [(i, getattr(s, key)) for i, s in enumerate(steps, 1) if getattr(s, key) is not None]
+        series[f"capacity/{key}"] = [
+            (i, getattr(s, key)) for i, s in enumerate(steps, 1) if getattr(s, key) is not None
+        ]
     figures[Metric.CAPACITY_STEPS] = float(len(steps))
     if any(s.loadgen_saturated for s in steps):  # the bound found may be Locust's, not the server's
         flags.append(Flag.LOADGEN_SATURATED_DURING_CAPACITY_SEARCH)

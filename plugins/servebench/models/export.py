@@ -37,7 +37,8 @@ class ExportedModel:
 
     @cached_property
     def meta(self) -> dict[str, Any]:
-        return json.loads((self.dir / "metadata.json").read_text())
+        meta: dict[str, Any] = json.loads((self.dir / "metadata.json").read_text())
+        return meta
 
     @property
     def name(self) -> str:
@@ -62,9 +63,11 @@ class ExportedModel:
     def path(self, fmt: str) -> Path:
         """The file of one format ("joblib" or "onnx")."""
         try:
-            return self.dir / self.meta["files"][fmt]["path"]
+            return self.dir / str(self.meta["files"][fmt]["path"])
         except KeyError:
-            raise ValueError(f"model {self.name!r} has no {fmt!r} export; it has {sorted(self.meta['files'])}") from None
+            raise ValueError(
+                f"model {self.name!r} has no {fmt!r} export; it has {sorted(self.meta['files'])}"
+            ) from None
 
 
 def recipe_key(recipe: Recipe) -> str:
@@ -176,7 +179,11 @@ def _train_and_write(recipe: Recipe, key: str, out: Path) -> None:
     (out / "metadata.json").write_text(json.dumps(meta, indent=1))
     log.info(
         "model %s: trained in %.1fs, accuracy %.3f, ONNX max |dp| %.2e, files %s",
-        recipe.name, train_seconds, meta["accuracy"], onnx_error, sorted(meta["files"]),
+        recipe.name,
+        train_seconds,
+        meta["accuracy"],
+        onnx_error,
+        sorted(meta["files"]),
     )
 
 
@@ -196,4 +203,3 @@ def _run_onnx(onnx_bytes: bytes, X: Any) -> tuple[Any, Any]:
     session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
     labels, proba = session.run(None, {session.get_inputs()[0].name: X.astype(np.float32)})
     return labels, proba
-

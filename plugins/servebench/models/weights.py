@@ -61,7 +61,9 @@ def _layers(model: Any) -> list[tuple[np.ndarray, np.ndarray, str]]:
     if isinstance(model, MLPClassifier):
         check_is_fitted(model)
         if model.activation not in ACTIVATIONS[:4]:
-            raise ValueError(f"MLPClassifier activation {model.activation!r} is not supported; supported: {ACTIVATIONS[:4]}")
+            raise ValueError(
+                f"MLPClassifier activation {model.activation!r} is not supported; supported: {ACTIVATIONS[:4]}"
+            )
         if model.out_activation_ == "logistic" and model.n_outputs_ > 1:
             raise ValueError("a multi-label MLPClassifier is not supported: only single-label classification")
         if model.out_activation_ not in ("softmax", "logistic"):
@@ -137,7 +139,7 @@ def predict_proba(header: dict[str, Any], data: np.ndarray, X: Any) -> np.ndarra
     return h
 
 
-def _activate(h: np.ndarray, activation: str) -> np.ndarray:
+def _activate(h: Any, activation: str) -> Any:
     if activation == "identity":
         return h
     if activation == "relu":
@@ -163,5 +165,7 @@ def _verify(model: Any, header: dict[str, Any], data: np.ndarray, X: Any) -> flo
         got = predict_proba(header, data, batch)
     error = float(np.max(np.abs(got - model.predict_proba(batch))))
     if not error <= TOLERANCE:
-        raise ValueError(f"{FORMAT} export of {type(model).__name__} differs from predict_proba by {error:.2e} (> {TOLERANCE:g})")
+        raise ValueError(
+            f"{FORMAT} export of {type(model).__name__} differs from predict_proba by {error:.2e} (> {TOLERANCE:g})"
+        )
     return error

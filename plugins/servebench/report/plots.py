@@ -6,8 +6,9 @@ drawn hollow); a plot with nothing to draw is not written.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from servebench.report.summary import MEASURED, frontier, label
 from servebench.results.records import Metric, Series
@@ -33,7 +34,9 @@ def _pyplot() -> Any:
     return plt
 
 
-def _per_model(rows: Rows, path: Path, title: str, panels: int, draw: Callable[[list[Any], Rows], None], height: float = 4.2) -> bool:
+def _per_model(
+    rows: Rows, path: Path, title: str, panels: int, draw: Callable[[list[Any], Rows], None], height: float = 4.2
+) -> bool:
     """`panels` axes per model with measured rows (one panel: models side by side; more: a row per model);
     False (nothing written) when no row was measured."""
     measured = [r for r in rows if r["status"] in MEASURED and r.get(Metric.RPS) is not None]
@@ -46,7 +49,7 @@ def _per_model(rows: Rows, path: Path, title: str, panels: int, draw: Callable[[
         axes = [[ax] for ax in grid[0]]
     else:  # a row of panels per model
         fig, axes = plt.subplots(len(models), panels, figsize=(6 * panels, height * len(models)), squeeze=False)
-    for row_axes, model in zip(axes, models):
+    for row_axes, model in zip(axes, models, strict=True):
         draw(list(row_axes), [r for r in measured if r["model"] == model])
         for ax in row_axes:
             ax.set_title(f"{model}: {ax.get_title()}", fontsize=10)
@@ -85,7 +88,13 @@ def throughput_vs_workers(rows: Rows, path: Path) -> bool:
         ax = axes[0]
         for fw, users in sorted({(r["framework"], r["users"]) for r in mine}):
             line = sorted((r for r in mine if (r["framework"], r["users"]) == (fw, users)), key=lambda r: r["workers"])
-            ax.plot([r["workers"] for r in line], [r[Metric.RPS] for r in line], marker="o", color=colors[fw], label=f"{fw} u{users}")
+            ax.plot(
+                [r["workers"] for r in line],
+                [r[Metric.RPS] for r in line],
+                marker="o",
+                color=colors[fw],
+                label=f"{fw} u{users}",
+            )
             for r in line:
                 if r["status"] != "ok":
                     ax.plot(r["workers"], r[Metric.RPS], marker="o", markersize=11, fillstyle="none", color="firebrick")
@@ -117,7 +126,10 @@ def latency_percentiles(rows: Rows, path: Path) -> bool:
         ax.set_title("latency percentiles per configuration")
         ax.legend(fontsize=8)
 
-    most = max((sum(1 for r in rows if r["model"] == m and r["status"] in MEASURED) for m in {r["model"] for r in rows}), default=0)
+    most = max(
+        (sum(1 for r in rows if r["model"] == m and r["status"] in MEASURED) for m in {r["model"] for r in rows}),
+        default=0,
+    )
     return _per_model(rows, path, "Latency percentiles: how long a request waits", 1, draw, max(4.2, 0.5 * most + 1.5))
 
 
@@ -129,17 +141,46 @@ def pareto(rows: Rows, path: Path) -> bool:
         shown = [r for r in mine if r.get(Metric.LATENCY_P99)]  # no p99: too few requests to tell
         workers = sorted({r["workers"] for r in shown})
         for r in shown:
-            ax.scatter(r[Metric.RPS], r[Metric.LATENCY_P99], s=60, color=colors[r["framework"]], zorder=3,
-                       marker=WORKER_MARKERS[workers.index(r["workers"]) % len(WORKER_MARKERS)] if r["status"] == "ok" else "X")  # fmt: skip
+            ax.scatter(
+                r[Metric.RPS],
+                r[Metric.LATENCY_P99],
+                s=60,
+                color=colors[r["framework"]],
+                zorder=3,
+                marker=WORKER_MARKERS[workers.index(r["workers"]) % len(WORKER_MARKERS)]
+                if r["status"] == "ok"
+                else "X",
+            )
         front = frontier(shown)
         if front:
-            ax.step([r[Metric.RPS] for r in front], [r[Metric.LATENCY_P99] for r in front], where="post",
-                    color="black", linestyle="--", linewidth=1, zorder=2)  # fmt: skip
-            ax.scatter([r[Metric.RPS] for r in front], [r[Metric.LATENCY_P99] for r in front], s=220, facecolors="none",
-                       edgecolors="black", linewidths=1.2, zorder=4, label="on the Pareto frontier")  # fmt: skip
+            ax.step(
+                [r[Metric.RPS] for r in front],
+                [r[Metric.LATENCY_P99] for r in front],
+                where="post",
+                color="black",
+                linestyle="--",
+                linewidth=1,
+                zorder=2,
+            )
+            ax.scatter(
+                [r[Metric.RPS] for r in front],
+                [r[Metric.LATENCY_P99] for r in front],
+                s=220,
+                facecolors="none",
+                edgecolors="black",
+                linewidths=1.2,
+                zorder=4,
+                label="on the Pareto frontier",
+            )
         for i, r in enumerate(front):  # only the frontier is named: the points worth choosing between
-            ax.annotate(_short(r), (r[Metric.RPS], r[Metric.LATENCY_P99]), fontsize=8, textcoords="offset points",
-                        xytext=(0, 12) if i % 2 else (0, -20), ha="center")  # fmt: skip
+            ax.annotate(
+                _short(r),
+                (r[Metric.RPS], r[Metric.LATENCY_P99]),
+                fontsize=8,
+                textcoords="offset points",
+                xytext=(0, 12) if i % 2 else (0, -20),
+                ha="center",
+            )
         for fw in sorted({r["framework"] for r in shown}):
             ax.plot([], [], color=colors[fw], linewidth=6, label=fw)
         for i, count in enumerate(workers):
@@ -152,7 +193,14 @@ def pareto(rows: Rows, path: Path) -> bool:
         ax.set_title("p99 vs throughput (shape: workers; X: degraded)")
         ax.legend(fontsize=8, ncol=2)
 
-    return _per_model(rows, path, "Trade-off: the ringed configurations (the Pareto frontier) are beaten by none on both", 1, draw, 5.0)
+    return _per_model(
+        rows,
+        path,
+        "Trade-off: the ringed configurations (the Pareto frontier) are beaten by none on both",
+        1,
+        draw,
+        5.0,
+    )
 
 
 def resources(rows: Rows, path: Path) -> bool:
@@ -165,7 +213,7 @@ def resources(rows: Rows, path: Path) -> bool:
 
     def draw(axes: list[Any], mine: Rows) -> None:
         mine = sorted(mine, key=lambda r: (r["framework"], r["workers"], r["users"]))
-        for ax, (key, scale, title, fmt) in zip(axes, panels):
+        for ax, (key, scale, title, fmt) in zip(axes, panels, strict=True):
             values = [(r.get(key) or 0.0) * scale for r in mine]
             bars = ax.bar(range(len(mine)), values, color=[colors[r["framework"]] for r in mine])
             ax.bar_label(bars, fmt=fmt, fontsize=7)
@@ -182,11 +230,11 @@ def timeseries(series: dict[str, dict[str, list[tuple[int, float]]]], path: Path
         return False
     plt = _pyplot()
     fig, axes = plt.subplots(len(chosen), len(SERIES_PANELS), figsize=(20, 3.2 * len(chosen)), squeeze=False)
-    for row_axes, (name, data) in zip(axes, chosen.items()):
-        for ax, (key, title) in zip(row_axes, SERIES_PANELS):
+    for row_axes, (name, data) in zip(axes, chosen.items(), strict=True):
+        for ax, (key, title) in zip(row_axes, SERIES_PANELS, strict=True):
             points = sorted(data.get(key, []))
             if points:
-                ax.plot(*zip(*points), marker=".", linewidth=1)
+                ax.plot(*zip(*points, strict=True), marker=".", linewidth=1)
                 ax.set_ylim(0, max(v for _, v in points) * 1.15 or 1.0)
             ax.set_title(f"{name}: {title}", fontsize=9)
             ax.set_xlabel("second of the measured windows (repeats follow each other)", fontsize=8)
@@ -211,10 +259,24 @@ def history(nights: dict[str, list[float]], rows: Rows, path: Path) -> bool:
             xs = list(range(-len(past), 1))
             color = colors[row["framework"]]
             style = LINE_STYLES[sorted({r["workers"] for r in mine}).index(row["workers"]) % len(LINE_STYLES)]
-            ax.plot(xs, [*past, row[Metric.RPS]], marker="o", color=color, linestyle=style,
-                    label=f"{row['framework']} w{row['workers']} u{row['users']}")  # fmt: skip
+            ax.plot(
+                xs,
+                [*past, row[Metric.RPS]],
+                marker="o",
+                color=color,
+                linestyle=style,
+                label=f"{row['framework']} w{row['workers']} u{row['users']}",
+            )
             if row.get("verdict") == "regression":
-                ax.plot(0, row[Metric.RPS], marker="o", markersize=13, fillstyle="none", color="firebrick", markeredgewidth=2)
+                ax.plot(
+                    0,
+                    row[Metric.RPS],
+                    marker="o",
+                    markersize=13,
+                    fillstyle="none",
+                    color="firebrick",
+                    markeredgewidth=2,
+                )
         from matplotlib.ticker import MaxNLocator
 
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -235,10 +297,10 @@ def capacity(curves: dict[str, list[tuple[float, float]]], rows: Rows, path: Pat
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(9, 5))
     for name, points in sorted(curves.items()):
-        xs, ys = zip(*sorted(points))
+        xs, ys = zip(*sorted(points), strict=True)
         ax.plot(xs, ys, marker="o", label=name)
-    for slo in {r.get("slo_p99_ms") for r in rows if r.get("slo_p99_ms") is not None}:
-        ax.axhline(float(slo), color="firebrick", linestyle="--", linewidth=1, label=f"SLO p99 {float(slo):g} ms")
+    for slo in {float(r["slo_p99_ms"]) for r in rows if r.get("slo_p99_ms") is not None}:
+        ax.axhline(slo, color="firebrick", linestyle="--", linewidth=1, label=f"SLO p99 {float(slo):g} ms")
     ax.set_yscale("log")
     _plain_log(ax.yaxis)
     ax.set_xlabel("achieved throughput (req/s), open loop")

@@ -9,9 +9,10 @@ configuration is best per model; `report` turns them into tables and plots.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from servebench.config.spec import TrialSpec
 from servebench.results.records import (
@@ -91,12 +92,17 @@ def rows_from_records(records: Iterable[TrialRecord], planned: list[TrialSpec] |
     for record in records:
         p, m, t = record.params, record.metrics, record.tags
         row: dict[str, Any] = {
-            "model": p.get("model"), "framework": p.get("framework"),
-            "workers": int(p.get("workers", 0)), "users": int(p.get("users", 0)),
-            "status": t.get(TAG_STATUS, "unknown"), "parity": p.get("parity"), "run_id": record.run_id,
+            "model": p.get("model"),
+            "framework": p.get("framework"),
+            "workers": int(p.get("workers", 0)),
+            "users": int(p.get("users", 0)),
+            "status": t.get(TAG_STATUS, "unknown"),
+            "parity": p.get("parity"),
+            "run_id": record.run_id,
             "key": t.get(TAG_TRIAL_KEY, record.run_id),
-            "slo_p99_ms": p.get("slo_p99_ms") if p.get("capacity") == "true" else None, **m,
-        }  # fmt: skip
+            "slo_p99_ms": p.get("slo_p99_ms") if p.get("capacity") == "true" else None,
+            **m,
+        }
         if Metric.ERROR_RATE in m:
             row["error_pct"] = 100.0 * m[Metric.ERROR_RATE]
         if Metric.RPS_CI95_LOW in m:
@@ -108,7 +114,9 @@ def rows_from_records(records: Iterable[TrialRecord], planned: list[TrialSpec] |
             row["rps_per_gb"] = m.get(Metric.RPS, 0.0) / (m[Metric.SERVER_RSS_MAX] / 1024.0)
         if t.get(TAG_VERDICT, "no_baseline") != "no_baseline":
             row["verdict"] = t[TAG_VERDICT]
-        row["verdicts"] = {k.removeprefix(TAG_VERDICT + "."): v for k, v in t.items() if k.startswith(TAG_VERDICT + ".")}
+        row["verdicts"] = {
+            k.removeprefix(TAG_VERDICT + "."): v for k, v in t.items() if k.startswith(TAG_VERDICT + ".")
+        }
         row["model_version"] = t.get(TAG_MODEL_VERSION)
         row["flags"] = [f for f in t.get(TAG_FLAGS, "").split(",") if f]
         row["notes"] = t.get(TAG_REASON) or ", ".join(row["flags"])
@@ -116,9 +124,14 @@ def rows_from_records(records: Iterable[TrialRecord], planned: list[TrialSpec] |
     for spec in planned or []:
         if spec.key not in rows:
             rows[spec.key] = {
-                "model": spec.model, "framework": spec.framework, "workers": spec.workers, "users": spec.users,
-                "key": spec.key, "status": "missing", "notes": "planned but no result was logged (task killed or never ran)",
-            }  # fmt: skip
+                "model": spec.model,
+                "framework": spec.framework,
+                "workers": spec.workers,
+                "users": spec.users,
+                "key": spec.key,
+                "status": "missing",
+                "notes": "planned but no result was logged (task killed or never ran)",
+            }
     ordered = sorted(rows.values(), key=lambda r: (r["model"], r["framework"], r["workers"], r["users"]))
     for row in best(ordered).values():
         row["best"] = "★"
@@ -132,7 +145,8 @@ def label(row: dict[str, Any]) -> str:
 
 def speed(row: dict[str, Any]) -> float:
     """The throughput a configuration is ranked by: its max rate within the SLO when capacity search ran."""
-    return float(row.get(Metric.MAX_RPS_AT_SLO) if row.get(Metric.MAX_RPS_AT_SLO) is not None else row.get(Metric.RPS, 0.0))
+    capacity = row.get(Metric.MAX_RPS_AT_SLO)
+    return float(capacity if capacity is not None else row.get(Metric.RPS, 0.0))
 
 
 def best(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -152,16 +166,25 @@ def frontier(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The measured rows no other row beats on both throughput and p99 (the Pareto frontier), by throughput."""
     points = [r for r in rows if r["status"] in MEASURED and r.get(Metric.LATENCY_P99)]
     front = [
-        r for r in points
-        if not any(o[Metric.RPS] >= r[Metric.RPS] and o[Metric.LATENCY_P99] <= r[Metric.LATENCY_P99]
-                   and (o[Metric.RPS], o[Metric.LATENCY_P99]) != (r[Metric.RPS], r[Metric.LATENCY_P99]) for o in points)
-    ]  # fmt: skip
+        r
+        for r in points
+        if not any(
+            o[Metric.RPS] >= r[Metric.RPS]
+            and o[Metric.LATENCY_P99] <= r[Metric.LATENCY_P99]
+            and (o[Metric.RPS], o[Metric.LATENCY_P99]) != (r[Metric.RPS], r[Metric.LATENCY_P99])
+            for o in points
+        )
+    ]
     return sorted(front, key=lambda r: r[Metric.RPS])
 
 
 def changes(rows: list[dict[str, Any]]) -> list[str]:
-    return [f"{label(r)}: {text}" for r in rows for text in r.get("verdicts", {}).values()
-            if text.endswith((": regression", ": improvement"))]  # fmt: skip
+    return [
+        f"{label(r)}: {text}"
+        for r in rows
+        for text in r.get("verdicts", {}).values()
+        if text.endswith((": regression", ": improvement"))
+    ]
 
 
 def cell(row: dict[str, Any], key: str, fmt: str) -> str:
@@ -189,5 +212,5 @@ def format_table(rows: list[dict[str, Any]], markdown: bool = False) -> str:
         lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
         return "\n".join(lines + ["| " + " | ".join(c.replace("|", "/") for c in row) + " |" for row in body]) + "\n"
     widths = [max(len(h), *(len(row[i]) for row in body)) if body else len(h) for i, h in enumerate(header)]
-    fmt_row = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
-    return "\n".join([fmt_row(header), fmt_row(["-" * w for w in widths])] + [fmt_row(r) for r in body]) + "\n"
+    table = [header, ["-" * w for w in widths], *body]
+    return "".join("  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip() + "\n" for cells in table)

@@ -132,13 +132,18 @@ class TrialResult:
         return raw
 
     @classmethod
-    def load(cls, path: Path) -> "TrialResult":
+    def load(cls, path: Path) -> TrialResult:
         """A result back from its result.json (the spool's record of it)."""
         raw = json.loads(path.read_text())
         return cls(
-            **{**raw, "spec": TrialSpec.from_dict(raw["spec"]), "out_dir": path.parent, "flags": tuple(raw["flags"]),
-               "series": {k: [(int(step), float(v)) for step, v in points] for k, points in raw["series"].items()}},
-        )  # fmt: skip
+            **{
+                **raw,
+                "spec": TrialSpec.from_dict(raw["spec"]),
+                "out_dir": path.parent,
+                "flags": tuple(raw["flags"]),
+                "series": {k: [(int(step), float(v)) for step, v in points] for k, points in raw["series"].items()},
+            },
+        )
 
     def save(self) -> None:
         spool.write_json(self.out_dir / spool.RESULT_FILE, self.to_dict())
@@ -177,8 +182,13 @@ def trial_tags(result: TrialResult) -> dict[str, str]:
 
 def record_of(result: TrialResult) -> TrialRecord:
     """The record MLflow will hold of a result, built from the result itself (MLflow unreachable)."""
-    return TrialRecord("", mlflow_params({**result.spec.logged_params(), **result.context}), dict(result.metrics),
-                       trial_tags(result), dict(result.series))  # fmt: skip
+    return TrialRecord(
+        "",
+        mlflow_params({**result.spec.logged_params(), **result.context}),
+        dict(result.metrics),
+        trial_tags(result),
+        dict(result.series),
+    )
 
 
 PARAM_LIMIT = 6000  # MLflow's limit on a param value
@@ -186,4 +196,7 @@ PARAM_LIMIT = 6000  # MLflow's limit on a param value
 
 def mlflow_params(raw: dict[str, Any]) -> dict[str, str]:
     """Values as MLflow params: JSON for lists, dicts, booleans and None; at most MLflow's length."""
-    return {k: (json.dumps(v) if v is None or isinstance(v, (list, dict, bool)) else str(v))[:PARAM_LIMIT] for k, v in raw.items()}
+    return {
+        k: (json.dumps(v) if v is None or isinstance(v, (list, dict, bool)) else str(v))[:PARAM_LIMIT]
+        for k, v in raw.items()
+    }

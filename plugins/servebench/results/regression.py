@@ -34,8 +34,10 @@ class Verdict:
         if self.baseline is None:
             return f"{self.figure} {self.value:.4g}: no baseline ({self.history} earlier runs)"
         assert self.band is not None and self.change is not None
-        return (f"{self.figure} {self.value:.4g} vs {self.baseline:.4g} ({100 * self.change:+.1f}%, noise band "
-                f"{self.band[0]:.4g}-{self.band[1]:.4g} over {self.history} runs): {self.verdict}")  # fmt: skip
+        return (
+            f"{self.figure} {self.value:.4g} vs {self.baseline:.4g} ({100 * self.change:+.1f}%, noise band "
+            f"{self.band[0]:.4g}-{self.band[1]:.4g} over {self.history} runs): {self.verdict}"
+        )
 
 
 def judge(
@@ -48,7 +50,7 @@ def judge(
     spread = k_mad * MAD_TO_SD * statistics.median(abs(x - median) for x in history)
     band = (median - spread, median + spread)
     change = (value - median) / median if median else 0.0
-    better = JUDGED[figure] * change  # > 0: better than usual
+    better = JUDGED[Metric(figure)] * change  # > 0: better than usual
     outside = value < band[0] or value > band[1]
     if outside and abs(change) > threshold:
         verdict = "improvement" if better > 0 else "regression"

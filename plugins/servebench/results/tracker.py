@@ -46,8 +46,11 @@ ARTIFACT_SUFFIXES = {".csv", ".html", ".log", ".json", ".txt", ".hlog"}
 REGISTERED_PREFIX = "servebench-"  # registered model of each model: servebench-<model>
 # An unreachable tracking server should fail an upload in seconds (the spool keeps the result and
 # retries later), not after MLflow's default of 7 retries with exponential back-off.
-HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-                 "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}  # fmt: skip
+HTTP_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+}
 
 
 class RunMissing(LookupError):
@@ -150,25 +153,39 @@ class Tracker:
         trusted = skops_io.get_untrusted_types(data=skops_io.dumps(model))
         with self._mlflow.start_run(run_id=run_id):
             info = self._mlflow.sklearn.log_model(
-                model, name=f"{export.name}-sklearn", signature=signature, input_example=inputs[:2],
-                serialization_format="skops", skops_trusted_types=trusted,
+                model,
+                name=f"{export.name}-sklearn",
+                signature=signature,
+                input_example=inputs[:2],
+                serialization_format="skops",
+                skops_trusted_types=trusted,
                 pip_requirements=[f"scikit-learn=={export.meta['versions']['scikit-learn']}", "skops"],
-            )  # fmt: skip
+            )
             uris["sklearn_uri"] = info.model_uri
             info = self._mlflow.onnx.log_model(
-                onnx.load(str(export.path("onnx"))), name=f"{export.name}-onnx",
-                signature=infer_signature(inputs.astype(np.float32)), pip_requirements=["onnxruntime"],
-            )  # fmt: skip
+                onnx.load(str(export.path("onnx"))),
+                name=f"{export.name}-onnx",
+                signature=infer_signature(inputs.astype(np.float32)),
+                pip_requirements=["onnxruntime"],
+            )
             uris["onnx_uri"] = info.model_uri
         name = f"{REGISTERED_PREFIX}{export.name}"
         if not self._client.search_registered_models(f"name = '{name}'"):
-            self._client.create_registered_model(name, description=f"servebench's {export.name} model, one version per export")
+            self._client.create_registered_model(
+                name, description=f"servebench's {export.name} model, one version per export"
+            )
         version = self._client.create_model_version(
-            name, uris["sklearn_uri"], run_id=run_id, model_id=uris["sklearn_uri"].removeprefix("models:/"),
-            tags={"servebench.export_key": export.key, "onnx_uri": uris["onnx_uri"],
-                  "scikit-learn": export.meta["versions"]["scikit-learn"]},
+            name,
+            uris["sklearn_uri"],
+            run_id=run_id,
+            model_id=uris["sklearn_uri"].removeprefix("models:/"),
+            tags={
+                "servebench.export_key": export.key,
+                "onnx_uri": uris["onnx_uri"],
+                "scikit-learn": export.meta["versions"]["scikit-learn"],
+            },
             description=f"export {export.key}: the scikit-learn model; its ONNX export is {uris['onnx_uri']}",
-        )  # fmt: skip
+        )
         uris["version"] = f"{name}/{version.version}"
         log.info("model %s registered as %s version %s", export.name, name, version.version)
         return uris
@@ -242,7 +259,9 @@ class Tracker:
         self._client.set_terminated(run_id, "FINISHED" if result.ok else "FAILED")
         for older in same_trial:
             self._client.delete_run(older.info.run_id)
-            log.info("trial %s: run %s of an earlier attempt replaced by %s", result.spec.key, older.info.run_id, run_id)
+            log.info(
+                "trial %s: run %s of an earlier attempt replaced by %s", result.spec.key, older.info.run_id, run_id
+            )
         return run_id
 
     def _children(self, parent_id: str) -> list[Any]:
@@ -260,11 +279,18 @@ class Tracker:
     def trial_runs(self, parent_id: str) -> list[TrialRecord]:
         """The completely uploaded trial runs of a parent run, oldest first."""
         return [
-            TrialRecord(str(r.info.run_id), dict(r.data.params), dict(r.data.metrics), dict(r.data.tags),
-                        self.series(str(r.info.run_id), (Series.CAPACITY_RPS, Series.CAPACITY_P99)) if r.data.params.get("capacity") == "true" else {})
+            TrialRecord(
+                str(r.info.run_id),
+                dict(r.data.params),
+                dict(r.data.metrics),
+                dict(r.data.tags),
+                self.series(str(r.info.run_id), (Series.CAPACITY_RPS, Series.CAPACITY_P99))
+                if r.data.params.get("capacity") == "true"
+                else {},
+            )
             for r in self._children(parent_id)
             if r.data.tags.get(TAG_UPLOAD) == "complete"
-        ]  # fmt: skip
+        ]
 
     def history(self, experiment: str, key: str, host: str, before_ms: int, k: int = 7) -> list[TrialRecord]:
         """The last `k` successful runs of a configuration in scheduled benchmarks on the same host, started
@@ -279,7 +305,9 @@ class Tracker:
             max_results=k,
             order_by=["attributes.start_time DESC"],
         )
-        return [TrialRecord(str(r.info.run_id), dict(r.data.params), dict(r.data.metrics), dict(r.data.tags)) for r in runs]
+        return [
+            TrialRecord(str(r.info.run_id), dict(r.data.params), dict(r.data.metrics), dict(r.data.tags)) for r in runs
+        ]
 
     def log_verdicts(self, run_id: str, verdicts: list[Verdict]) -> None:
         """The regression verdict of a trial run: a tag overall and per figure, the baseline and the change."""
@@ -289,8 +317,12 @@ class Tracker:
         now = int(time.time() * 1000)
         tags = [RunTag(TAG_VERDICT, overall(verdicts))]
         tags += [RunTag(f"{TAG_VERDICT}.{v.figure}", v.text[:5000]) for v in verdicts]
-        metrics = [MlflowMetric(BASELINE_PREFIX + v.figure, v.baseline, now, 0) for v in verdicts if v.baseline is not None]
-        metrics += [MlflowMetric(CHANGE_PREFIX + v.figure, 100 * v.change, now, 0) for v in verdicts if v.change is not None]
+        metrics = [
+            MlflowMetric(BASELINE_PREFIX + v.figure, v.baseline, now, 0) for v in verdicts if v.baseline is not None
+        ]
+        metrics += [
+            MlflowMetric(CHANGE_PREFIX + v.figure, 100 * v.change, now, 0) for v in verdicts if v.change is not None
+        ]
         self._client.log_batch(run_id, metrics=metrics, tags=tags)
 
     def run(self, run_id: str) -> RunFacts:
@@ -298,9 +330,13 @@ class Tracker:
         try:
             run = self._client.get_run(run_id)
         except Exception as exc:  # noqa: BLE001 - MLflow's error says whether the run or the store is missing
-            raise RunMissing(f"no run {run_id!r} at {self.uri}: {(str(exc).splitlines() or [type(exc).__name__])[0]}") from None
+            raise RunMissing(
+                f"no run {run_id!r} at {self.uri}: {(str(exc).splitlines() or [type(exc).__name__])[0]}"
+            ) from None
         experiment = self._client.get_experiment(run.info.experiment_id).name
-        return RunFacts(run_id, run.info.run_name, experiment, int(run.info.start_time), dict(run.data.params), dict(run.data.tags))
+        return RunFacts(
+            run_id, run.info.run_name, experiment, int(run.info.start_time), dict(run.data.params), dict(run.data.tags)
+        )
 
     def start_ms(self, run_id: str) -> int:
         return int(self._client.get_run(run_id).info.start_time)
@@ -332,9 +368,11 @@ class Tracker:
         if experiment_obj is None:
             return None
         found = self._client.search_runs(
-            [experiment_obj.experiment_id], f"tags.`{TAG_KIND}` = 'benchmark'",
-            max_results=1, order_by=["attributes.start_time DESC"],
-        )  # fmt: skip
+            [experiment_obj.experiment_id],
+            f"tags.`{TAG_KIND}` = 'benchmark'",
+            max_results=1,
+            order_by=["attributes.start_time DESC"],
+        )
         return str(found[0].info.run_id) if found else None
 
 
@@ -344,4 +382,7 @@ def _served_model(parent_tags: dict[str, str], result: TrialResult) -> dict[str,
     if parent_tags.get(f"model.{model}.key") != result.context.get("model_key"):
         return {}  # the parent logged another export, or none: no link rather than a wrong one
     flavor = "onnx" if result.context.get("model_format") == "onnx" else "sklearn"
-    return {TAG_MODEL_VERSION: parent_tags.get(f"model.{model}.version", ""), "logged": parent_tags.get(f"model.{model}.{flavor}_uri", "")}
+    return {
+        TAG_MODEL_VERSION: parent_tags.get(f"model.{model}.version", ""),
+        "logged": parent_tags.get(f"model.{model}.{flavor}_uri", ""),
+    }

@@ -30,7 +30,7 @@ BUILT_MARKER = ".servebench-built"
 # Servers get a clean environment: nothing of the harness's venv, Airflow or MLflow leaks into them.
 INHERITED_ENV = ("HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "SSL_CERT_FILE")
 # One math thread per worker process: the worker count is the only parallelism knob, and it is logged.
-THREAD_CAPS = {name: "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+THREAD_CAPS = dict.fromkeys(("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"), "1")
 # A joblib model unpickles reliably only with the libraries that pickled it.
 PICKLE_PINNED = ("scikit-learn", "numpy", "scipy", "joblib")
 
@@ -53,14 +53,17 @@ class BuiltServer:
     def values(self, model: ExportedModel | None = None) -> dict[str, object]:
         """Placeholder values known once the server is built (and, with `model`, once it serves one)."""
         values: dict[str, object] = {
-            "python": self.python, "server_dir": self.manifest.folder.resolve(), "env_dir": self.env_dir,
+            "python": self.python,
+            "server_dir": self.manifest.folder.resolve(),
+            "env_dir": self.env_dir,
             "max_body_bytes": self.manifest.max_body_bytes,
-        }  # fmt: skip
+        }
         if model is not None:
             values.update(
-                model_path=model.path(self.manifest.model_format), model_meta=model.meta_path,
+                model_path=model.path(self.manifest.model_format),
+                model_meta=model.meta_path,
                 prepared_dir=self.env_dir / "prepared" / f"{model.name}-{model.key}-{code_digest(self.manifest)}",
-            )  # fmt: skip
+            )
         return values
 
     def environment(self, values: dict[str, object]) -> dict[str, str]:
@@ -99,8 +102,11 @@ def _tree_digest(path: Path) -> str:
     """Hash of a file, or of every file under a folder (by relative path and content; build outputs,
     caches and hidden files left out, so an in-tree build does not change the key)."""
     digest = hashlib.sha256()
-    skipped = lambda p: not_source(p.relative_to(path).parts)  # noqa: E731
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file() and not skipped(p))
+    files = (
+        [path]
+        if path.is_file()
+        else sorted(p for p in path.rglob("*") if p.is_file() and not not_source(p.relative_to(path).parts))
+    )
     for file in files:
         digest.update(str(file.relative_to(path.parent)).encode() + b"\0" + file.read_bytes())
     return digest.hexdigest()
@@ -116,7 +122,9 @@ def build_key(manifest: Manifest) -> str:
     payload = json.dumps(
         {
             # Only what goes into the environment: a change to how the server starts needs no rebuild.
-            "manifest": manifest.model_dump(mode="json", include={"name", "language", "requirements", "sources", "build"}),
+            "manifest": manifest.model_dump(
+                mode="json", include={"name", "language", "requirements", "sources", "build"}
+            ),
             "requirements": manifest.requirements_path.read_text() if manifest.requirements_path else "",
             "sources": {str(source): _tree_digest(source) for source in manifest.source_paths},
             "constraints": constraints_for(manifest),
@@ -155,7 +163,9 @@ def build(manifest: Manifest, envs_root: Path | None = None) -> BuiltServer:
             if problem is None:
                 log.info("server %s: environment %s is up to date", manifest.name, built.env_dir.name)
                 return built
-            log.warning("server %s: environment %s is broken (%s); building it again", manifest.name, built.env_dir, problem)
+            log.warning(
+                "server %s: environment %s is broken (%s); building it again", manifest.name, built.env_dir, problem
+            )
         if built.env_dir.exists():  # an earlier build died half-way, or was damaged since
             shutil.rmtree(built.env_dir)
         _create(built)
@@ -201,9 +211,19 @@ def _create(built: BuiltServer) -> None:
         constraints.write_text(constraints_for(manifest))
         _run(
             "installing requirements",
-            [_uv(), "pip", "install", "--quiet", "--python", str(built.python),
-             "-r", str(manifest.requirements_path), "-c", str(constraints)],
-        )  # fmt: skip
+            [
+                _uv(),
+                "pip",
+                "install",
+                "--quiet",
+                "--python",
+                str(built.python),
+                "-r",
+                str(manifest.requirements_path),
+                "-c",
+                str(constraints),
+            ],
+        )
     else:
         env_dir.mkdir(parents=True)
     values = built.values()
@@ -238,5 +258,10 @@ def prepare(built: BuiltServer, model: ExportedModel) -> None:
         env = built.environment(values)
         for i, command in enumerate(manifest.prepare, 1):
             log.info("server %s: preparing model %s, step %d/%d", manifest.name, model.name, i, len(manifest.prepare))
-            _run(f"preparing model {model.name}, step {i}", [render(part, values) for part in command], cwd=manifest.folder, env=env)
+            _run(
+                f"preparing model {model.name}, step {i}",
+                [render(part, values) for part in command],
+                cwd=manifest.folder,
+                env=env,
+            )
         marker.write_text(json.dumps({"seconds": time.monotonic() - started}))

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -113,7 +114,9 @@ def first_difference(payload: dict[str, Any], meta: dict[str, Any], rows: slice 
     inputs = meta["samples"]["inputs"][rows]
     want_labels = meta["samples"]["predictions"][rows]
     want_proba = meta["samples"]["probabilities"][rows]
-    for i, (label, got, want) in enumerate(zip(payload["predictions"], payload["probabilities"], want_proba, strict=True)):
+    for i, (label, got, want) in enumerate(
+        zip(payload["predictions"], payload["probabilities"], want_proba, strict=True)
+    ):
         where = f"sample input {i + (rows.start or 0)} {describe_input(inputs[i])}"
         if label != want_labels[i]:
             return f"{where}: label {label}, reference {want_labels[i]}"

@@ -55,7 +55,7 @@ def engine() -> Any:
     import docker
 
     try:
-        client = docker.from_env(timeout=600)
+        client = docker.from_env(timeout=600)  # type: ignore[attr-defined]  # docker-py exports it untyped
         client.ping()
     except Exception as exc:  # noqa: BLE001 - any failure to connect means the same thing to the user
         where = os.environ.get("DOCKER_HOST", "the default socket unix:///var/run/docker.sock")
@@ -71,15 +71,19 @@ def container_values(manifest: Manifest, model: ExportedModel | None = None) -> 
     env_dir = ENV_DIR[manifest.language]
     values: dict[str, object] = {
         "python": f"{env_dir}/bin/python" if manifest.language == "python" else "python3",
-        "server_dir": SRV / "servers" / manifest.name, "env_dir": env_dir,
-        "host": "0.0.0.0", "port": CONTAINER_PORT, "workers": WORKERS_FROM_ENV,
+        "server_dir": SRV / "servers" / manifest.name,
+        "env_dir": env_dir,
+        "host": "0.0.0.0",
+        "port": CONTAINER_PORT,
+        "workers": WORKERS_FROM_ENV,
         "max_body_bytes": manifest.max_body_bytes,
-    }  # fmt: skip
+    }
     if model is not None:
         values.update(
             model_path=SRV / "model" / model.path(manifest.model_format).name,
-            model_meta=SRV / "model" / model.meta_path.name, prepared_dir=SRV / "prepared",
-        )  # fmt: skip
+            model_meta=SRV / "model" / model.meta_path.name,
+            prepared_dir=SRV / "prepared",
+        )
     return values
 
 
@@ -155,8 +159,11 @@ def build_args(manifest: Manifest, dockerfile_text: str) -> dict[str, str]:
     An empty override counts as unset, so docker-compose can pass `${SERVEBENCH_BUILD_ARG_X:-}` through.
     """
     declared = set(re.findall(r"^\s*ARG\s+([A-Za-z_][A-Za-z0-9_]*)", dockerfile_text, re.M))
-    args = {"SERVER": manifest.name, "HEALTH_PATH": manifest.health_path,
-            "BUILD_PACKAGES": " ".join(manifest.container.build_packages)}  # fmt: skip
+    args = {
+        "SERVER": manifest.name,
+        "HEALTH_PATH": manifest.health_path,
+        "BUILD_PACKAGES": " ".join(manifest.container.build_packages),
+    }
     args = {k: v for k, v in args.items() if k in declared}
     args.update({name: value for name in declared if (value := os.environ.get(BUILD_ARG_PREFIX + name, ""))})
     return args
@@ -229,15 +236,24 @@ def ensure(client: Any, manifest: Manifest, model: ExportedModel) -> str:
         except docker.errors.ImageNotFound:
             pass
         require_base_images(client, manifest)
-        log.info("server %s: building image %s for model %s (%s)", manifest.name, tag, model.name,
-                 ", ".join(f"{k}={v}" for k, v in args.items()))  # fmt: skip
+        log.info(
+            "server %s: building image %s for model %s (%s)",
+            manifest.name,
+            tag,
+            model.name,
+            ", ".join(f"{k}={v}" for k, v in args.items()),
+        )
         labels = {LABEL: "true", "servebench.server": manifest.name, "servebench.model": model.name}
         output: list[str] = []
         build_labels = {**labels, "servebench.model_key": model.key}
-        for chunk in client.api.build(path=str(ctx), tag=tag, buildargs=args, labels=build_labels, rm=True, forcerm=True, decode=True):
+        for chunk in client.api.build(
+            path=str(ctx), tag=tag, buildargs=args, labels=build_labels, rm=True, forcerm=True, decode=True
+        ):
             if "error" in chunk:
                 tail = "\n".join(output[-30:])
-                raise ImageError(f"server {manifest.name}: building image {tag} failed: {chunk['error'].strip()}\n{tail}")
+                raise ImageError(
+                    f"server {manifest.name}: building image {tag} failed: {chunk['error'].strip()}\n{tail}"
+                )
             for line in str(chunk.get("stream", "")).splitlines():
                 if line.strip():
                     output.append(line)
@@ -246,7 +262,9 @@ def ensure(client: Any, manifest: Manifest, model: ExportedModel) -> str:
         try:
             client.images.get(tag)
         except docker.errors.ImageNotFound:
-            raise ImageError(f"server {manifest.name}: the build of {tag} ended without an image:\n" + "\n".join(output[-30:])) from None
+            raise ImageError(
+                f"server {manifest.name}: the build of {tag} ended without an image:\n" + "\n".join(output[-30:])
+            ) from None
     _remove_older(client, tag, labels)
     return tag
 

@@ -28,9 +28,19 @@ MANIFEST_FILE = "manifest.toml"
 # `prepared_dir` is where `prepare` leaves what it makes of one model (e.g. a SavedModel);
 # `max_body_bytes` is the manifest's own request size limit, for servers that take it as an option.
 PLACEHOLDERS = frozenset(
-    {"python", "host", "port", "workers", "model_path", "model_meta", "server_dir", "env_dir", "prepared_dir",
-     "max_body_bytes"}
-)  # fmt: skip
+    {
+        "python",
+        "host",
+        "port",
+        "workers",
+        "model_path",
+        "model_meta",
+        "server_dir",
+        "env_dir",
+        "prepared_dir",
+        "max_body_bytes",
+    }
+)
 # What each model format resolves `{model_path}` to: a key of the export's files (see models.py).
 ModelFormat = Literal["joblib", "onnx", "weights"]
 Backend = Literal["local", "docker"]
@@ -78,11 +88,14 @@ class Manifest(BaseModel):
     model_format: ModelFormat
     protocol: Protocol = "servebench-v1"
     model_name: str = Field(default="model", description="tfserving-rest: the served model's name in its URLs.")
-    backends: list[Backend] = Field(default=["local", "docker"], min_length=1, description="Runner backends it runs on.")
+    backends: list[Backend] = Field(
+        default=["local", "docker"], min_length=1, description="Runner backends it runs on."
+    )
     container: ContainerSpec = ContainerSpec()
     requirements: str | None = Field(default=None, description="Python servers: pip requirements of their own venv.")
     sources: list[str] = Field(
-        default=[], description="Files or folders outside the server folder that its build uses (hashed into the build key)."
+        default=[],
+        description="Files or folders outside the server folder that its build uses (hashed into the build key).",
     )
     build: list[list[str]] = Field(default=[], description="Commands run in the server folder after install.")
     prepare: list[list[str]] = Field(
@@ -116,7 +129,7 @@ class Manifest(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _python_needs_requirements(self) -> "Manifest":
+    def _python_needs_requirements(self) -> Manifest:
         if self.language == "python" and not self.requirements:
             raise ValueError("requirements: a Python server needs a requirements file for its venv")
         return self

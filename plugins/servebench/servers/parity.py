@@ -46,8 +46,12 @@ class ParityReport:
         return next((f"{c.request}: {c.problem}" for c in self.checks if c.problem), "")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"passed": self.passed, "tolerance": contract.PROBA_TOLERANCE, "max_abs_diff": self.max_abs_diff,
-                "checks": [asdict(c) for c in self.checks]}  # fmt: skip
+        return {
+            "passed": self.passed,
+            "tolerance": contract.PROBA_TOLERANCE,
+            "max_abs_diff": self.max_abs_diff,
+            "checks": [asdict(c) for c in self.checks],
+        }
 
 
 def _compare(status: int, payload: Any, meta: dict[str, Any], rows: slice) -> tuple[float | None, str | None]:
@@ -68,7 +72,10 @@ def check(base_url: str, meta: dict[str, Any], wire: contract.Wire | None = None
     inputs = meta["samples"]["inputs"]
     checks: list[ParityCheck] = []
     first_correct_at = None
-    for name, rows in (("a single sample input", slice(0, 1)), (f"a batch of {len(inputs)} sample inputs", slice(None))):
+    for name, rows in (
+        ("a single sample input", slice(0, 1)),
+        (f"a batch of {len(inputs)} sample inputs", slice(None)),
+    ):
         status, payload = request(base_url, "POST", wire.predict_path, contract.encode_request(inputs[rows]))
         diff, problem = _compare(status, wire.to_contract(payload), meta, rows)
         checks.append(ParityCheck(name, status, diff, problem))

@@ -53,7 +53,7 @@ class ProcessTreeProbe:
     def read(self) -> Usage | None:
         try:
             root = self._process(self.pid)
-            tree = [root] + root.children(recursive=True)
+            tree = [root, *root.children(recursive=True)]
         except psutil.Error:
             return None  # the process is gone; the trial notices through its exit code
         current = {proc.pid for proc in tree}

@@ -19,7 +19,9 @@ def wait_healthy(server: ServerHandle, health_path: str, timeout_s: float) -> No
         if code is not None:
             raise ServerFailed(f"server exited with code {code} before becoming healthy", server.log_tail())
         if time.monotonic() > deadline:
-            raise ServerFailed(f"server not healthy after {timeout_s:.0f}s at {server.base_url}{health_path}", server.log_tail())
+            raise ServerFailed(
+                f"server not healthy after {timeout_s:.0f}s at {server.base_url}{health_path}", server.log_tail()
+            )
         try:
             if request(server.base_url, "GET", health_path, timeout=2.0)[0] == 200:
                 return

@@ -26,7 +26,9 @@ class ServerFailed(RuntimeError):
 class StopReport:
     exit_code: int | None
     graceful: bool  # stopped by SIGTERM within the grace period
-    leftovers: tuple[str, ...]  # what of the server still exists after stopping ("pid 12", "container ab12"): must be empty
+    leftovers: tuple[
+        str, ...
+    ]  # what of the server still exists after stopping ("pid 12", "container ab12"): must be empty
 
 
 class ServerHandle(abc.ABC):

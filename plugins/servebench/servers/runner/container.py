@@ -8,6 +8,7 @@ removing it (a task killed with SIGKILL) is removed by the next container runner
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
@@ -83,7 +84,9 @@ class ContainerStatsProbe:
         except Exception:  # noqa: BLE001 - gone, or stats not available: no sample, as with a dead process
             return None
         memory = stats.get("memory_stats") or {}
-        inactive = (memory.get("stats") or {}).get("inactive_file", (memory.get("stats") or {}).get("total_inactive_file", 0))
+        inactive = (memory.get("stats") or {}).get(
+            "inactive_file", (memory.get("stats") or {}).get("total_inactive_file", 0)
+        )
         rss_mb = max(int(memory.get("usage", 0)) - int(inactive), 0) / MB
         threads = int((stats.get("pids_stats") or {}).get("current", 0))
         last, self._last = self._last, (now, cpu_ns)
@@ -107,7 +110,9 @@ def _read_file(container: Any, path: str) -> str:
 
 
 class ContainerServer(ServerHandle):
-    def __init__(self, container: Any, base_url: str, log_path: Path, grace_s: float, started_at: float, details: dict[str, str]) -> None:
+    def __init__(
+        self, container: Any, base_url: str, log_path: Path, grace_s: float, started_at: float, details: dict[str, str]
+    ) -> None:
         self._container = container
         self._grace_s = grace_s
         self._report: StopReport | None = None
@@ -121,10 +126,8 @@ class ContainerServer(ServerHandle):
     def kill(self) -> None:
         import docker.errors
 
-        try:
+        with contextlib.suppress(docker.errors.NotFound):
             self._container.remove(force=True)
-        except docker.errors.NotFound:
-            pass
 
     def exit_code(self) -> int | None:
         if self._report is not None:
@@ -143,7 +146,7 @@ class ContainerServer(ServerHandle):
         if self._report is not None:
             return super().log_tail(lines)
         try:
-            return self._container.logs(tail=lines).decode(errors="replace").rstrip()
+            return str(self._container.logs(tail=lines).decode(errors="replace")).rstrip()
         except Exception:  # noqa: BLE001 - gone: whatever was saved
             return super().log_tail(lines)
 
@@ -215,10 +218,14 @@ class ContainerRunner(Runner):
             raise ServerFailed(str(exc)) from None
         name = f"servebench-{manifest.name}-{uuid.uuid4().hex[:8]}"
         options: dict[str, Any] = {
-            "name": name, "detach": True, "environment": {"WORKERS": str(workers)},
+            "name": name,
+            "detach": True,
+            "environment": {"WORKERS": str(workers)},
             "labels": {images.LABEL: "true", OWNER_LABEL: _owner()},
-            "cpuset_cpus": self.cpuset, "init": False, "stop_signal": "SIGTERM",
-        }  # fmt: skip
+            "cpuset_cpus": self.cpuset,
+            "init": False,
+            "stop_signal": "SIGTERM",
+        }
         if self.memory_mb:
             options.update(mem_limit=f"{self.memory_mb}m", memswap_limit=f"{self.memory_mb}m")  # no swap
         if self.network:
@@ -231,15 +238,26 @@ class ContainerRunner(Runner):
             options["ports"] = {f"{images.CONTAINER_PORT}/tcp": (HOST, port)}
             base_url = f"http://{HOST}:{port}"
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        log.info("server %s: starting container %s from %s (%s workers, %s)", manifest.name, name, tag, workers,
-                 ", ".join(f"{k} {v}" for k, v in self.limits().items()))  # fmt: skip
+        log.info(
+            "server %s: starting container %s from %s (%s workers, %s)",
+            manifest.name,
+            name,
+            tag,
+            workers,
+            ", ".join(f"{k} {v}" for k, v in self.limits().items()),
+        )
         started_at = time.monotonic()
         try:
             container = self.client.containers.run(tag, **options)
         except docker.errors.APIError as exc:
-            try:
+            with contextlib.suppress(docker.errors.APIError):
                 self.client.containers.get(name).remove(force=True)
-            except docker.errors.APIError:
-                pass
             raise ServerFailed(f"server {manifest.name}: container could not be started: {exc}") from None
-        return ContainerServer(container, base_url, log_path, manifest.stop_grace_s, started_at, {"image": tag, "resource_source": "engine-stats"})
+        return ContainerServer(
+            container,
+            base_url,
+            log_path,
+            manifest.stop_grace_s,
+            started_at,
+            {"image": tag, "resource_source": "engine-stats"},
+        )

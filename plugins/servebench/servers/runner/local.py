@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -50,7 +51,9 @@ def check_port_free(port: int) -> None:
             except psutil.Error:
                 holders.append(f"pid {conn.pid}")
     held = f" by {', '.join(dict.fromkeys(holders))}" if holders else ""
-    raise ServerFailed(f"port {port} on {HOST} is not available ({problem}){held}: stop that process or choose another port")
+    raise ServerFailed(
+        f"port {port} on {HOST} is not available ({problem}){held}: stop that process or choose another port"
+    )
 
 
 def group_members(pgid: int) -> list[int]:
@@ -67,7 +70,13 @@ def group_members(pgid: int) -> list[int]:
 
 class LocalServer(ServerHandle):
     def __init__(
-        self, popen: subprocess.Popen[bytes], port: int, log_path: Path, grace_s: float, started_at: float, env_dir: Path
+        self,
+        popen: subprocess.Popen[bytes],
+        port: int,
+        log_path: Path,
+        grace_s: float,
+        started_at: float,
+        env_dir: Path,
     ) -> None:
         self._popen = popen
         # RSS summed over the process tree: shared pages of forked workers count once per worker.
@@ -89,10 +98,8 @@ class LocalServer(ServerHandle):
         return ProcessTreeProbe(self.root_pid)
 
     def _signal_group(self, sig: signal.Signals) -> None:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.root_pid, sig)
-        except ProcessLookupError:
-            pass
 
     def kill(self) -> None:
         """Abort: SIGKILL the whole group at once (a harness being killed has no time for grace)."""
@@ -147,7 +154,9 @@ class LocalProcessRunner(Runner):
         self, manifest: Manifest, model: ExportedModel, workers: int, log_path: Path, port: int | None = None
     ) -> LocalServer:
         if "local" not in manifest.backends:
-            raise ServerFailed(f"server {manifest.name} does not run as a local process (backends: {manifest.backends})")
+            raise ServerFailed(
+                f"server {manifest.name} does not run as a local process (backends: {manifest.backends})"
+            )
         built = build.build(manifest)  # up to date after the build stage: only checks
         build.prepare(built, model)  # once per model export: e.g. into the framework's model store
         if port:
