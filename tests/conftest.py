@@ -55,14 +55,19 @@ def why_unavailable(framework: str) -> str | None:
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """A test taking `shipped_server` runs for every folder under servers/, skipped (saying why) when that
-    server cannot be built here: adding a framework adds it to every such test."""
+    server cannot be built here: adding a framework adds it to every such test. A test marked
+    `default_tier_servers(...)` runs for those servers in the default tier and for the others with --full."""
     if "shipped_server" in metafunc.fixturenames:
         names = sorted(p.name for p in (REPO / "servers").iterdir() if (p / "manifest.toml").is_file())
+        tiered = metafunc.definition.get_closest_marker("default_tier_servers")
         params = []
         needs_build = "unit" not in metafunc.definition.path.parts  # unit tests only read the folder
         for name in names:
             reason = why_unavailable(name) if needs_build else None
-            params.append(pytest.param(name, marks=[pytest.mark.skip(reason=reason)] if reason else []))
+            marks = [pytest.mark.skip(reason=reason)] if reason else []
+            if tiered and name not in tiered.args:
+                marks.append(pytest.mark.full)
+            params.append(pytest.param(name, marks=marks))
         metafunc.parametrize("shipped_server", params)
 
 

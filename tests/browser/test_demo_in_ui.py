@@ -22,7 +22,12 @@ from servebench.servers.runner.local import free_port
 from .test_trigger_form import SHOTS
 from .trigger_form import chromium, why_no_browser
 
-pytestmark = [pytest.mark.browser, pytest.mark.skipif(bool(why_no_browser()), reason=why_no_browser() or "")]
+# --full: three minutes of Airflow starting, scheduling and stopping twice (the form's test is in the default tier).
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.full,
+    pytest.mark.skipif(bool(why_no_browser()), reason=why_no_browser() or ""),
+]
 SERVEBENCH = str(Path(sys.executable).parent / "servebench")
 CONF = {
     "models": ["lr"],

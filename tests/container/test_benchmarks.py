@@ -7,9 +7,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.full  # two minutes of a benchmark whose figures CI does not judge; the backend's tests are default
 def test_backend_overhead_runs(engine: Any, no_leftover_containers: None) -> None:
     proc = subprocess.run(
         [

@@ -62,7 +62,15 @@ def test_a_benchmark_in_containers_logs_the_same_figures_as_local_processes(
         assert params["backend"] == "docker" and twin.data.params["backend"] == "local"
         assert params["cpuset"] == "1" and params["memory_mb"] == "1024" and params["parity"] == "pass"
         assert params["image"].startswith(f"servebench-{framework}:")
-        assert set(run.data.metrics) == set(twin.data.metrics), "both backends log the same figures"
+        # the same figures, but for a high percentile one side had too few responses to report (not guessed)
+        unsupported = {
+            f"latency_ms_{p}"
+            for r in (run, twin)
+            for flag in r.data.tags["servebench.flags"].split(",")
+            if flag.startswith("too_few_requests_for_")
+            for p in flag.removeprefix("too_few_requests_for_").split("_")
+        }
+        assert set(run.data.metrics) - unsupported == set(twin.data.metrics) - unsupported
         figures = run.data.metrics
         assert figures["rps"] > 0 and figures["requests"] >= 4 * 10 and figures["error_rate"] == 0
         assert figures["server_cpu_percent_avg"] > 0 and figures["server_rss_mb_max"] > 0

@@ -18,37 +18,41 @@ from servebench.results.tracker import Tracker
 
 from .conftest import BIN, run
 
-SERVING = ("fastapi", "flask", "bentoml", "cpp")  # fixtures: `broken` exits, `drifting` answers one input wrongly
-CONF = {
+FIXTURES = ("broken", "drifting")  # `broken` exits before it is healthy, `drifting` answers one input wrongly
+SETTINGS = {"users": [8], "spawn_rate": 20, "duration": 3, "warmup": 1, "repeats": 2, "fail_on_regression": True}
+# The default tier: one server loading ONNX (fastapi), one loading dense weights (cpp), and the fixtures.
+SMALL = {"models": ["lr"], "frameworks": ["fastapi", "cpp", *FIXTURES], "workers": [1], "experiment": "e2e", **SETTINGS}
+# The exhaustive tier: both models, four real servers, one and two workers (24 trials).
+FULL = {
     "models": ["lr", "mlp"],
-    "frameworks": [*SERVING, "broken", "drifting"],
+    "frameworks": ["fastapi", "flask", "bentoml", "cpp", *FIXTURES],
     "workers": [1, 2],
-    "users": [8],
-    "spawn_rate": 20,
-    "duration": 3,
-    "warmup": 1,
-    "repeats": 2,
-    "experiment": "e2e",
-    "fail_on_regression": True,
+    "experiment": "e2e-full",
+    **SETTINGS,
 }
 SLOWER = "lr-fastapi-w1-u8"  # its history says a million req/s: tonight's run is a regression
 
 
-@pytest.fixture(scope="module")
-def dag_run(airflow_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> dict:
-    seed_history(tmp_path_factory.mktemp("history"))
-    proc = run([str(BIN / "airflow"), "dags", "test", "serving_benchmark", "-c", json.dumps(CONF)], airflow_env)
-    return {"output": proc.stdout + proc.stderr, "runs": dag_runs(airflow_env)}
+@pytest.fixture(scope="module", params=[SMALL, pytest.param(FULL, marks=pytest.mark.full)], ids=["small", "full"])
+def dag_run(
+    request: pytest.FixtureRequest, airflow_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> dict:
+    conf = request.param
+    seed_history(conf, tmp_path_factory.mktemp("history"))
+    before = dag_runs(airflow_env)
+    proc = run([str(BIN / "airflow"), "dags", "test", "serving_benchmark", "-c", json.dumps(conf)], airflow_env)
+    runs = [r for r in dag_runs(airflow_env) if r not in before]
+    return {"conf": conf, "output": proc.stdout + proc.stderr, "runs": runs, "all_runs": dag_runs(airflow_env)}
 
 
-def seed_history(folder: Path) -> None:
+def seed_history(conf: dict, folder: Path) -> None:
     """Three earlier scheduled nights on this host in which one configuration served 1,000,000 req/s."""
-    spec = next(s for s in pipeline.validate(CONF)[1] if s.key == SLOWER)
+    spec = next(s for s in pipeline.validate(conf)[1] if s.key == SLOWER)
     tracker = Tracker()
     for night in range(3):
         bench = Benchmark(
-            f"history-{night}",
-            "e2e",
+            f"history-{conf['experiment']}-{night}",
+            conf["experiment"],
             f"scheduled night {night}",
             {},
             {"trigger": "scheduled", **environment.host_tags()},
@@ -63,23 +67,32 @@ def seed_history(folder: Path) -> None:
 
 def dag_runs(env: dict[str, str]) -> list[dict]:
     out = run([str(BIN / "airflow"), "dags", "list-runs", "serving_benchmark", "-o", "json"], env).stdout
-    return json.loads(next(line for line in reversed(out.splitlines()) if line.startswith("[")))  # after warnings
+    return json.loads(
+        next((line for line in reversed(out.splitlines()) if line.startswith("[")), "[]")
+    )  # after warnings
+
+
+def serving(conf: dict) -> list[str]:
+    return [f for f in conf["frameworks"] if f not in FIXTURES]
 
 
 def test_every_trial_is_a_child_run_with_sound_figures(dag_run: dict, no_leftover_processes: None) -> None:
+    conf = dag_run["conf"]
     tracker = Tracker()
-    parent_id = tracker.latest_parent("e2e")
+    parent_id = tracker.latest_parent(conf["experiment"])
     assert parent_id, dag_run["output"][-3000:]
     parent = MlflowClient(tracker.uri).get_run(parent_id)
     assert parent.data.tags["trigger"] == "manual" and parent.data.tags["airflow.dag_run_id"]
-    assert all(parent.data.tags[f"model.{m}.sklearn_uri"].startswith("models:/") for m in ("lr", "mlp"))
+    assert all(parent.data.tags[f"model.{m}.sklearn_uri"].startswith("models:/") for m in conf["models"])
     children = {
         (r.params["model"], r.params["framework"], r.params["workers"]): MlflowClient(tracker.uri).get_run(r.run_id)
         for r in tracker.trial_runs(parent_id)
     }
-    assert set(children) == {(m, fw, w) for m in ("lr", "mlp") for fw in CONF["frameworks"] for w in ("1", "2")}
+    assert set(children) == {
+        (m, fw, str(w)) for m in conf["models"] for fw in conf["frameworks"] for w in conf["workers"]
+    }
     for (model, framework, _), child in children.items():
-        if framework not in SERVING:
+        if framework not in serving(conf):
             continue
         m = child.data.metrics
         assert child.info.status == "FINISHED" and child.data.tags["servebench.status"] == "ok"
@@ -128,9 +141,10 @@ def test_every_trial_is_a_child_run_with_sound_figures(dag_run: dict, no_leftove
 
 
 def test_each_trial_links_to_the_registered_model_version_it_served(dag_run: dict) -> None:
+    conf = dag_run["conf"]
     tracker = Tracker()
-    parent = MlflowClient(tracker.uri).get_run(tracker.latest_parent("e2e"))
-    for model in ("lr", "mlp"):
+    parent = MlflowClient(tracker.uri).get_run(tracker.latest_parent(conf["experiment"]))
+    for model in conf["models"]:
         name, version = parent.data.tags[f"model.{model}.version"].split("/")
         registered = MlflowClient(tracker.uri).get_model_version(name, version)
         assert (
@@ -138,7 +152,7 @@ def test_each_trial_links_to_the_registered_model_version_it_served(dag_run: dic
             and registered.tags["servebench.export_key"] == parent.data.tags[f"model.{model}.key"]
         )
     for record in tracker.trial_runs(parent.info.run_id):
-        if record.params["framework"] not in SERVING:
+        if record.params["framework"] not in serving(conf):
             continue
         model = record.params["model"]
         assert record.tags["model.version"] == parent.data.tags[f"model.{model}.version"]
@@ -153,7 +167,7 @@ def test_a_regression_against_the_nights_before_turns_the_run_red_and_is_reporte
     dag_run: dict, tmp_path: Path
 ) -> None:
     tracker = Tracker()
-    parent_id = tracker.latest_parent("e2e")
+    parent_id = tracker.latest_parent(dag_run["conf"]["experiment"])
     slower = next(r for r in tracker.trial_runs(parent_id) if r.tags["servebench.trial_key"] == SLOWER)
     assert slower.tags["servebench.verdict"] == "regression" and slower.metrics["baseline/rps"] == 1e6 + 1
     assert "1 regression(s): lr/fastapi/w1/u8: rps " in dag_run["output"]  # the summarize task's failure
@@ -173,10 +187,10 @@ def test_a_regression_against_the_nights_before_turns_the_run_red_and_is_reporte
     assert generated.sub("", logged) == generated.sub("", page)  # what the DAG logged is what the command rebuilds
 
 
-def runs_of(framework: str) -> tuple[Tracker, str, list]:
+def runs_of(dag_run: dict, framework: str) -> tuple[Tracker, str, list]:
     """The tracker, the e2e parent run, and the trial runs of one framework in it."""
     tracker = Tracker()
-    parent_id = tracker.latest_parent("e2e")
+    parent_id = tracker.latest_parent(dag_run["conf"]["experiment"])
     return (
         tracker,
         parent_id,
@@ -189,8 +203,9 @@ def runs_of(framework: str) -> tuple[Tracker, str, list]:
 
 
 def test_a_failing_server_fails_only_its_configurations(dag_run: dict) -> None:
-    tracker, parent_id, broken = runs_of("broken")
-    assert len(broken) == 4
+    conf = dag_run["conf"]
+    tracker, parent_id, broken = runs_of(dag_run, "broken")
+    assert len(broken) == len(conf["models"]) * len(conf["workers"])
     for child in broken:
         assert child.info.status == "FAILED"
         assert child.data.tags["servebench.failure_reason"] == "server exited with code 3 before becoming healthy"
@@ -210,12 +225,13 @@ def test_invalid_conf_is_rejected_before_any_run(dag_run: dict, airflow_env: dic
     proc = run([str(BIN / "airflow"), "dags", "trigger", "serving_benchmark", "-c", json.dumps(conf)], airflow_env)
     output = proc.stdout + proc.stderr
     assert proc.returncode != 0 and "Invalid input for param workers: 0 is less than the minimum of 1" in output
-    assert dag_runs(airflow_env) == dag_run["runs"]  # no run was created
+    assert dag_runs(airflow_env) == dag_run["all_runs"]  # no run was created
 
 
 def test_a_server_whose_answers_differ_is_not_load_tested_and_is_listed(dag_run: dict) -> None:
-    tracker, parent_id, drifting = runs_of("drifting")
-    assert len(drifting) == 4
+    conf = dag_run["conf"]
+    tracker, parent_id, drifting = runs_of(dag_run, "drifting")
+    assert len(drifting) == len(conf["models"]) * len(conf["workers"])
     for child in drifting:
         assert child.info.status == "FAILED" and child.data.params["parity"] == "fail"
         reason = child.data.tags["servebench.failure_reason"]
@@ -226,7 +242,8 @@ def test_a_server_whose_answers_differ_is_not_load_tested_and_is_listed(dag_run:
         )
         assert report["passed"] is False
     summary_md = Path(MlflowClient(tracker.uri).download_artifacts(parent_id, "summary/summary.md")).read_text()
-    assert "|  | mlp | drifting | 2 | 8 | failed | fail |" in summary_md
+    last = f"|  | {conf['models'][-1]} | drifting | {conf['workers'][-1]} | 8 | failed | fail |"
+    assert last in summary_md
     assert (
         "not load-tested, answers differ from the reference: lr/drifting/w1/u8: parity: wrong answer"
         in dag_run["output"]

@@ -469,6 +469,7 @@ def one_request_at_a_time(server_manifest: Manifest) -> bool:
 # --- the tests ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.default_tier_servers("fastapi", "cpp")  # an event-loop Python server and the native one; all with --full
 def test_server_survives_hostile_input(start_server, exports, shipped_server: str) -> None:
     server_manifest = manifest.get(shipped_server)
     limit, meta = server_manifest.max_body_bytes, exports["lr"].meta

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from servebench.config.spec import TrialSpec
 from servebench.measure.trial import run_trial
 from servebench.models.export import ExportedModel
 
 
+@pytest.mark.full  # soak: the trend fit itself is in the default tier (tests/unit/test_tracking_and_summary.py)
 def test_a_leaking_server_is_caught_and_a_steady_one_is_not(
     exports: dict[str, ExportedModel], tmp_path: Path, no_leftover_processes: None
 ) -> None:
