@@ -51,6 +51,7 @@ def main() -> None:
                     warmup=args.warmup,
                     backend=backend,
                     cpuset=args.cpuset if backend == "docker" else None,
+                    repeats=1,
                 )
                 results[backend] = run_trial(spec, export_model(args.model), Path(tmp) / spec.key)
             failed = [f"{b}: {r.reason}" for b, r in results.items() if not r.ok]

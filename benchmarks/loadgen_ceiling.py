@@ -65,7 +65,14 @@ def main() -> None:
         print(f"\n{'framework (lr, w1)':22} {'rps':>8} {'of ceiling':>10}  flags")
         for framework in args.frameworks.split(","):
             spec = TrialSpec.of(
-                "lr", framework, 1, args.users, spawn_rate=float(args.users), duration=args.duration, warmup=args.warmup
+                "lr",
+                framework,
+                1,
+                args.users,
+                spawn_rate=float(args.users),
+                duration=args.duration,
+                warmup=args.warmup,
+                repeats=1,
             )
             result = run_trial(spec, export_model("lr"), Path(tmp) / spec.key)
             if not result.ok:

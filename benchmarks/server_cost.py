@@ -60,6 +60,7 @@ def main() -> None:
                     spawn_rate=float(args.users),
                     duration=args.duration,
                     warmup=args.warmup,
+                    repeats=1,
                 )
                 result = run_trial(spec, export_model(args.model), Path(tmp) / spec.key)
                 m = result.metrics

@@ -1,6 +1,6 @@
 # Image of a native (C++) server serving one exported model; multi-stage: compilers and headers stay in
 # the build stage, the runtime stage holds only the manifest's artifacts, the model and a slim base.
-# servebench (plugins/servebench/images.py) assembles the build context; see docker/README.md.
+# servebench (plugins/servebench/servers/images.py) assembles the build context; see docker/README.md.
 ARG DEBIAN_IMAGE=debian:bookworm
 ARG RUNTIME_IMAGE=debian:bookworm-slim
 

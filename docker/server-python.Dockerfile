@@ -1,4 +1,4 @@
-# Image of one Python server framework serving one exported model. servebench (plugins/servebench/images.py)
+# Image of one Python server framework serving one exported model. servebench (plugins/servebench/servers/images.py)
 # assembles the build context from the server's folder and the model; see docker/README.md for its layout.
 # Build stage: the server's own venv from its requirements, then the manifest's build and prepare commands.
 # Runtime stage: the venv, the server's code and the model on a slim base, as a non-root user.

@@ -27,23 +27,26 @@ from servebench.base import paths
 log = logging.getLogger("servebench")
 
 
-def _scalar(kind: Any) -> Callable[[str], Any]:
-    """A parser of one command-line value of a field's (item) type: int, float, str, or a union of those with
-    literal spellings such as "auto"."""
+KIND_NAMES = {int: "integers", float: "numbers", str: "names"}
+
+
+def _scalar(kind: Any) -> tuple[Callable[[str], Any], str]:
+    """A parser of one command-line value of a field's (item) type, and what it takes: int, float, str, or a
+    union of one of those with literal spellings such as "auto"."""
     kind = get_args(kind)[0] if get_origin(kind) is Annotated else kind
     if get_origin(kind) in (Union, UnionType):
         literals = [v for arg in get_args(kind) if get_origin(arg) is Literal for v in get_args(arg)]
-        numbers = [_scalar(arg) for arg in get_args(kind) if get_origin(arg) is not Literal]
-        return lambda text: text if text in literals else numbers[0](text)
-    return cast(Callable[[str], Any], kind)
+        number, what = next(_scalar(arg) for arg in get_args(kind) if get_origin(arg) is not Literal)
+        return (lambda text: text if text in literals else number(text)), " or ".join([what, *literals])
+    return cast(Callable[[str], Any], kind), KIND_NAMES.get(kind, str(kind))
 
 
-def _csv(parse_one: Callable[[str], Any]) -> Callable[[str], list[Any]]:
+def _csv(parse_one: Callable[[str], Any], what: str) -> Callable[[str], list[Any]]:
     def parse(text: str) -> list[Any]:
         try:
             return [parse_one(part.strip()) for part in text.split(",") if part.strip()]
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a comma-separated list, got {text!r}") from None
+            raise argparse.ArgumentTypeError(f"expected a comma-separated list of {what}, got {text!r}") from None
 
     return parse
 
@@ -63,11 +66,11 @@ def _add_settings(run: argparse.ArgumentParser) -> None:
         if kind is bool:
             option.update(action="store_true", default=None)
         elif get_origin(kind) is list:
-            option.update(type=_csv(_scalar(get_args(kind)[0])), metavar="A,B,...")
+            option.update(type=_csv(*_scalar(get_args(kind)[0])), metavar="A,B,...")
         elif get_origin(kind) is Literal:
             option["choices"] = list(get_args(kind))
         else:
-            option["type"] = _scalar(kind)
+            option["type"] = _scalar(kind)[0]
         run.add_argument("--" + name.replace("_", "-"), **option)
 
 

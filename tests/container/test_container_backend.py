@@ -51,6 +51,7 @@ def both_backends(engine: Any) -> dict[str, dict[str, Any]]:
     return runs
 
 
+@pytest.mark.full  # a benchmark on each backend; by default the DAG runs one on the docker backend (tests/e2e)
 def test_a_benchmark_in_containers_logs_the_same_figures_as_local_processes(
     both_backends: dict, no_leftover_containers: None
 ) -> None:
@@ -78,6 +79,7 @@ def test_a_benchmark_in_containers_logs_the_same_figures_as_local_processes(
         assert figures["server_cpu_percent_max"] <= 115, figures["server_cpu_percent_max"]
 
 
+@pytest.mark.full  # shares the two benchmarks above
 def test_a_server_that_crashes_in_its_container_fails_alone_with_its_log(both_backends: dict) -> None:
     broken = both_backends["docker"]["broken"]
     assert broken.data.tags[TAG_STATUS] == "failed"

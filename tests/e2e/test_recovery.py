@@ -178,6 +178,7 @@ def mlflow_server_later(tmp_path: Path) -> Iterator[tuple[str, callable]]:  # ty
         proc.wait(timeout=30)
 
 
+@pytest.mark.full  # three minutes (retries, then an MLflow server); the spool's logic is unit-tested by default
 def test_a_run_against_a_dead_mlflow_loses_nothing_and_syncs_exactly_once(
     no_leftover_processes: None, mlflow_server_later
 ) -> None:  # type: ignore[no-untyped-def]

@@ -111,7 +111,7 @@ def test_a_server_that_never_gets_healthy_fails_with_its_log(
     exports: dict[str, ExportedModel], tmp_path: Path, no_leftover_processes: None
 ) -> None:
     result = run_trial(
-        TrialSpec.of("lr", "unready", 1, 4, spawn_rate=20.0, duration=2.0, warmup=0.0),
+        TrialSpec.of("lr", "unready", 1, 4, spawn_rate=20.0, duration=2.0, warmup=0.0, repeats=1),
         exports["lr"],
         tmp_path / "trial",
     )
@@ -132,7 +132,9 @@ def test_hung_responses_are_bounded_by_the_request_timeout(
     exports: dict[str, ExportedModel], tmp_path: Path, no_leftover_processes: None
 ) -> None:
     # the whole server stalls 300 ms every second; a request may take 100 ms
-    spec = TrialSpec.of("lr", "stalling", 1, 4, spawn_rate=20.0, duration=4.0, warmup=1.0, request_timeout=0.1)
+    spec = TrialSpec.of(
+        "lr", "stalling", 1, 4, spawn_rate=20.0, duration=4.0, warmup=1.0, request_timeout=0.1, repeats=1
+    )
     result = run_trial(spec, exports["lr"], tmp_path)
     assert result.status == "degraded" and result.metrics["failures"] > 0, result.reason
     assert "requests failed" in result.reason and "timed out" in result.reason.lower(), result.reason
@@ -192,7 +194,7 @@ def test_an_airflow_execution_timeout_stops_the_trial_and_records_it(
     from airflow.sdk.exceptions import AirflowTaskTimeout
     from airflow.sdk.execution_time.timeout import timeout
 
-    spec = TrialSpec.of("lr", "paced", 1, 4, spawn_rate=20.0, duration=60.0, warmup=1.0)
+    spec = TrialSpec.of("lr", "paced", 1, 4, spawn_rate=20.0, duration=60.0, warmup=1.0, repeats=1)
     began = time.monotonic()
     with pytest.raises(AirflowTaskTimeout), timeout(6):  # what Airflow wraps a task with execution_timeout in
         run_trial(spec, exports["lr"], tmp_path)

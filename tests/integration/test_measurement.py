@@ -82,6 +82,7 @@ def test_the_load_generators_cpu_is_measured_and_judged_in_a_real_trial(
     assert result.metrics["rps"] < 520.0
 
 
+@pytest.mark.full  # a minute of open-loop steps; the search itself is unit-tested, and a trial runs one by default
 def test_capacity_search_converges_on_a_known_capacity(start_server, exports, tmp_path: Path) -> None:
     server = _started(start_server, "serial")  # one request at a time, 5 ms each: at most 200 rps
     meta = str(exports["lr"].meta_path)
@@ -124,7 +125,9 @@ def test_repeats_and_capacity_search_through_a_trial(
     assert [step for step, _ in result.series["repeat/rps"]] == [1, 2]
     for folder in ("repeat-1", "repeat-2"):
         assert (tmp_path / "repeats" / folder / "latency.hlog").is_file()
-    spec = TrialSpec.of("lr", "fastapi", 1, 8, spawn_rate=8.0, duration=2.0, warmup=0.5, capacity=True, slo_p99_ms=20.0)
+    spec = TrialSpec.of(
+        "lr", "fastapi", 1, 8, spawn_rate=8.0, duration=2.0, warmup=0.5, capacity=True, slo_p99_ms=20.0, repeats=1
+    )
     result = run_trial(spec, exports["lr"], tmp_path / "capacity")
     assert result.ok, result.reason
     steps = (tmp_path / "capacity" / "capacity_steps.csv").read_text().splitlines()

@@ -20,7 +20,9 @@ def test_a_trial_measures_only_the_window(
     exports: dict[str, ExportedModel], tmp_path: Path, no_leftover_processes: None
 ) -> None:
     result = run_trial(
-        TrialSpec.of("lr", "fastapi", 1, 8, spawn_rate=8.0, duration=3.0, warmup=1.0), exports["lr"], tmp_path
+        TrialSpec.of("lr", "fastapi", 1, 8, spawn_rate=8.0, duration=3.0, warmup=1.0, repeats=1),
+        exports["lr"],
+        tmp_path,
     )
     assert result.ok, result.reason
     m = result.metrics
@@ -49,7 +51,7 @@ def test_a_server_that_exits_fails_its_trial_with_its_log(
     exports: dict[str, ExportedModel], tmp_path: Path, no_leftover_processes: None
 ) -> None:
     result = run_trial(
-        TrialSpec.of("lr", "broken", 1, 4, spawn_rate=4.0, duration=2.0, warmup=0.0), exports["lr"], tmp_path
+        TrialSpec.of("lr", "broken", 1, 4, spawn_rate=4.0, duration=2.0, warmup=0.0, repeats=1), exports["lr"], tmp_path
     )
     assert result.status == "failed"
     assert result.reason == "server exited with code 3 before becoming healthy"
@@ -85,7 +87,9 @@ def test_a_server_that_disagrees_with_the_reference_is_not_load_tested(
     from servebench.results.tracker import Tracker
 
     result = run_trial(
-        TrialSpec.of("lr", "drifting", 1, 4, spawn_rate=4.0, duration=2.0, warmup=0.0), exports["lr"], tmp_path
+        TrialSpec.of("lr", "drifting", 1, 4, spawn_rate=4.0, duration=2.0, warmup=0.0, repeats=1),
+        exports["lr"],
+        tmp_path,
     )
     assert result.status == "failed" and result.context == {"parity": "fail"}
     assert result.reason.startswith("parity: wrong answer to a batch of 16 sample inputs: sample input 5 [")

@@ -14,7 +14,7 @@ from servebench.results.records import TrialResult
 from servebench.results.spool import Benchmark
 from servebench.results.tracker import Tracker
 
-SPEC = TrialSpec.of("lr", "fastapi", 2, 50, spawn_rate=50.0, duration=60.0, warmup=10.0)
+SPEC = TrialSpec.of("lr", "fastapi", 2, 50, spawn_rate=50.0, duration=60.0, warmup=10.0, repeats=1)
 
 
 @pytest.fixture

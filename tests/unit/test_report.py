@@ -38,7 +38,7 @@ FIGURES = {
 
 
 def spec(model: str, framework: str, workers: int) -> TrialSpec:
-    return TrialSpec.of(model, framework, workers, 8, spawn_rate=10.0, duration=5.0, warmup=1.0)
+    return TrialSpec.of(model, framework, workers, 8, spawn_rate=10.0, duration=5.0, warmup=1.0, repeats=1)
 
 
 def trial(model: str, framework: str, workers: int, out: Path, scale: float = 1.0, status: str = "ok") -> TrialResult:

@@ -25,7 +25,7 @@ def bench(benchmark_id: str, params: dict | None = None, tags: dict | None = Non
 def result(
     framework: str, workers: int, rps: float, out_dir: Path, status: str = "ok", reason: str = ""
 ) -> TrialResult:
-    spec = TrialSpec.of("lr", framework, workers, 10, spawn_rate=10.0, duration=5.0, warmup=1.0)
+    spec = TrialSpec.of("lr", framework, workers, 10, spawn_rate=10.0, duration=5.0, warmup=1.0, repeats=1)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "server.log").write_text("hello from the server\n")
     figures = (
@@ -71,7 +71,7 @@ def test_summary_lists_failed_and_missing_trials(tracker: Tracker, tmp_path: Pat
     failed = tracker.log_trial(parent, result("broken", 1, 0.0, tmp_path / "b", "failed", "server exited with code 3"))
     assert MlflowClient(tracker.uri).get_run(failed).info.status == "FAILED"
     planned = [
-        TrialSpec.of("lr", fw, 1, 10, spawn_rate=10.0, duration=5.0, warmup=1.0)
+        TrialSpec.of("lr", fw, 1, 10, spawn_rate=10.0, duration=5.0, warmup=1.0, repeats=1)
         for fw in ("broken", "fastapi", "flask")
     ]
     rows = summary.rows_from_records(tracker.trial_runs(parent), planned)
