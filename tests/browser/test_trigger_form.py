@@ -99,34 +99,46 @@ def test_every_field_set_in_the_form_is_the_runs_conf(airflow: LocalAirflow, for
 
 
 REFUSED = [
-    # (what is done to the form, the message Airflow shows)
-    ("workers-zero", lambda f: f.json_list("workers", "0"), "param workers: 0 is less than the minimum of 1"),
-    ("workers-word", lambda f: f.json_list("workers", '"many"'), "param workers: 'many' does not match '^auto$'"),
-    ("users-zero", lambda f: f.json_list("users", "10, 0"), "param users: 0 is less than the minimum of 1"),
+    # (name, what is done to the form, the message Airflow shows, by default: one per widget kind; all with --full)
+    ("workers-zero", lambda f: f.json_list("workers", "0"), "param workers: 0 is less than the minimum of 1", True),
+    (
+        "workers-word",
+        lambda f: f.json_list("workers", '"many"'),
+        "param workers: 'many' does not match '^auto$'",
+        False,
+    ),
+    ("users-zero", lambda f: f.json_list("users", "10, 0"), "param users: 0 is less than the minimum of 1", False),
     (
         "duration-zero",
         lambda f: (f.section("Load"), f.number("duration", 0)),
         "param duration: 0 is less than or equal to the minimum of 0",
+        False,
     ),
     (
         "rate-zero",
         lambda f: (f.section("Load"), f.number("rate", 0)),
         "param rate: 0 is less than or equal to the minimum of 0",
+        True,
     ),
     (
         "cpu-split-word",
         lambda f: (f.section("Load"), f.text("cpu_split", "half")),
         "param cpu_split: 'half' does not match",
+        True,
     ),
     (
         "cpuset-word",
         lambda f: (f.section("Where servers run"), f.text("cpuset", "one")),
         "param cpuset: 'one' does not match",
+        False,
     ),
 ]
 
 
-@pytest.mark.parametrize(("name", "edit", "message"), REFUSED, ids=[r[0] for r in REFUSED])
+@pytest.mark.parametrize(
+    ("name", "edit", "message"),
+    [pytest.param(n, e, m, id=n, marks=[] if default else [pytest.mark.full]) for n, e, m, default in REFUSED],
+)
 def test_a_bad_value_is_refused_naming_the_field_and_rule(
     airflow: LocalAirflow, form: TriggerForm, name: str, edit: Any, message: str
 ) -> None:

@@ -35,6 +35,8 @@ def test_run_prints_json_and_logs_to_the_tracking_uri_it_is_given(tmp_path: Path
         "2",
         "--warmup",
         "1",
+        "--repeats",
+        "1",
         "--experiment",
         "cli",
         "--json",

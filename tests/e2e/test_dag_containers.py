@@ -14,7 +14,8 @@ from servebench.results.tracker import Tracker
 
 from .conftest import BIN, run
 
-pytestmark = pytest.mark.container
+# --full: the DAG builds both server images (a C++ compile among them); the backend's own tests are default.
+pytestmark = [pytest.mark.container, pytest.mark.full]
 CONF = {
     "models": ["lr"],
     "frameworks": ["fastapi", "cpp"],

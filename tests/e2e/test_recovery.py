@@ -95,6 +95,7 @@ def test_a_killed_trial_task_stops_its_server_and_locust_and_the_run_goes_on(kil
     assert runs[other].tags[TAG_STATUS] == "ok" and runs[other].metrics["rps"] > 0  # the next task ran normally
 
 
+@pytest.mark.full  # `airflow tasks test` again; replacing a run on re-upload is unit-tested by default
 def test_rerunning_a_trial_task_replaces_its_mlflow_run(killed_run: dict, airflow_env: dict[str, str]) -> None:
     assert killed_run["run_id"], killed_run["output"][-3000:]
     killed = killed_run["killed"]

@@ -114,7 +114,7 @@ def test_capacity_search_converges_on_a_known_capacity(start_server, exports, tm
     assert all(not s.passed for s in steps if s.rate > 210.0)
 
 
-def test_repeats_and_capacity_search_through_a_trial(
+def test_repeats_through_a_trial(
     exports: dict[str, ExportedModel], tmp_path: Path, no_leftover_processes: None
 ) -> None:
     spec = TrialSpec.of("lr", "fastapi", 1, 8, spawn_rate=8.0, duration=2.0, warmup=0.5, repeats=2, capacity=False)
@@ -125,6 +125,12 @@ def test_repeats_and_capacity_search_through_a_trial(
     assert [step for step, _ in result.series["repeat/rps"]] == [1, 2]
     for folder in ("repeat-1", "repeat-2"):
         assert (tmp_path / "repeats" / folder / "latency.hlog").is_file()
+
+
+@pytest.mark.full  # half a minute of open-loop steps; the search is unit-tested (tests/unit/test_capacity.py)
+def test_capacity_search_through_a_trial(
+    exports: dict[str, ExportedModel], tmp_path: Path, no_leftover_processes: None
+) -> None:
     spec = TrialSpec.of(
         "lr", "fastapi", 1, 8, spawn_rate=8.0, duration=2.0, warmup=0.5, capacity=True, slo_p99_ms=20.0, repeats=1
     )

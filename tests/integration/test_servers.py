@@ -27,8 +27,16 @@ BAD_REQUESTS = [
 ]
 
 
-@pytest.mark.parametrize("workers", [1, 2])
-def test_server_answers_right_and_rejects_bad_input(start_server, exports, shipped_server: str, workers: int) -> None:
+def test_server_answers_right_and_rejects_bad_input(start_server, exports, shipped_server: str) -> None:
+    answers_right_and_rejects_bad_input(start_server, exports, shipped_server, 1)
+
+
+@pytest.mark.default_tier_servers("fastapi", "flask", "cpp")  # a process, a sync and a thread worker model
+def test_two_workers_answer_right(start_server, exports, shipped_server: str) -> None:
+    answers_right_and_rejects_bad_input(start_server, exports, shipped_server, 2)
+
+
+def answers_right_and_rejects_bad_input(start_server, exports, shipped_server: str, workers: int) -> None:
     server = start_server(shipped_server, "lr", workers)  # ready = healthy and exact on the sample inputs
     status, health = request(server.base_url, "GET", "/health")
     assert status == 200 and health["model"] == "lr"
@@ -54,6 +62,7 @@ def test_server_answers_right_and_rejects_bad_input(start_server, exports, shipp
     assert report.graceful and report.leftovers == () and group_members(server.root_pid) == []
 
 
+@pytest.mark.default_tier_servers("fastapi", "fastapi-gunicorn", "flask", "bentoml", "bentoml-batching", "cpp")
 def test_heavy_model_is_served_exactly(start_server, exports, shipped_server: str) -> None:
     server = start_server(shipped_server, "mlp", 1)
     meta = exports["mlp"].meta
