@@ -19,7 +19,13 @@ from unit.test_trigger_form import EVERY_FIELD_SET
 
 from .trigger_form import TriggerForm, chromium, why_no_browser
 
-pytestmark = [pytest.mark.browser, pytest.mark.skipif(bool(why_no_browser()), reason=why_no_browser() or "")]
+# --full: two minutes of a real browser on a real Airflow; the JSON each widget sends is checked by default, in
+# tests/unit/test_trigger_form.py.
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.full,
+    pytest.mark.skipif(bool(why_no_browser()), reason=why_no_browser() or ""),
+]
 SHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "browser"
 
 
@@ -99,46 +105,38 @@ def test_every_field_set_in_the_form_is_the_runs_conf(airflow: LocalAirflow, for
 
 
 REFUSED = [
-    # (name, what is done to the form, the message Airflow shows, by default: one per widget kind; all with --full)
-    ("workers-zero", lambda f: f.json_list("workers", "0"), "param workers: 0 is less than the minimum of 1", True),
+    # (name, what is done to the form, the message Airflow shows)
+    ("workers-zero", lambda f: f.json_list("workers", "0"), "param workers: 0 is less than the minimum of 1"),
     (
         "workers-word",
         lambda f: f.json_list("workers", '"many"'),
         "param workers: 'many' does not match '^auto$'",
-        False,
     ),
-    ("users-zero", lambda f: f.json_list("users", "10, 0"), "param users: 0 is less than the minimum of 1", False),
+    ("users-zero", lambda f: f.json_list("users", "10, 0"), "param users: 0 is less than the minimum of 1"),
     (
         "duration-zero",
         lambda f: (f.section("Load"), f.number("duration", 0)),
         "param duration: 0 is less than or equal to the minimum of 0",
-        False,
     ),
     (
         "rate-zero",
         lambda f: (f.section("Load"), f.number("rate", 0)),
         "param rate: 0 is less than or equal to the minimum of 0",
-        True,
     ),
     (
         "cpu-split-word",
         lambda f: (f.section("Load"), f.text("cpu_split", "half")),
         "param cpu_split: 'half' does not match",
-        True,
     ),
     (
         "cpuset-word",
         lambda f: (f.section("Where servers run"), f.text("cpuset", "one")),
         "param cpuset: 'one' does not match",
-        False,
     ),
 ]
 
 
-@pytest.mark.parametrize(
-    ("name", "edit", "message"),
-    [pytest.param(n, e, m, id=n, marks=[] if default else [pytest.mark.full]) for n, e, m, default in REFUSED],
-)
+@pytest.mark.parametrize(("name", "edit", "message"), [pytest.param(n, e, m, id=n) for n, e, m in REFUSED])
 def test_a_bad_value_is_refused_naming_the_field_and_rule(
     airflow: LocalAirflow, form: TriggerForm, name: str, edit: Any, message: str
 ) -> None:

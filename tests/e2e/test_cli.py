@@ -26,7 +26,7 @@ def test_run_prints_json_and_logs_to_the_tracking_uri_it_is_given(tmp_path: Path
         "--models",
         "lr",
         "--frameworks",
-        "fastapi,flask",
+        "fastapi,cpp",
         "--workers",
         "1",
         "--users",
@@ -45,7 +45,7 @@ def test_run_prints_json_and_logs_to_the_tracking_uri_it_is_given(tmp_path: Path
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "trial 2/2" in proc.stderr  # progress goes to the terminal, JSON alone to stdout
     out = json.loads(proc.stdout)
-    assert [t["framework"] for t in out["trials"]] == ["fastapi", "flask"]
+    assert [t["framework"] for t in out["trials"]] == ["fastapi", "cpp"]
     tracker = Tracker(uri)
     for trial in out["trials"]:
         assert trial["status"] == "ok" and trial["metrics"]["rps"] > 0

@@ -82,6 +82,7 @@ def killed_run(airflow_env: dict[str, str], tmp_path_factory: pytest.TempPathFac
     }
 
 
+@pytest.mark.full  # a DAG run killed mid-trial; SIGTERM to a run and Airflow's on_kill are tested by default
 def test_a_killed_trial_task_stops_its_server_and_locust_and_the_run_goes_on(killed_run: dict) -> None:
     out, killed = killed_run["output"], killed_run["killed"]
     assert killed and any("locust" in c for c in killed_run["started"]), killed_run["started"]

@@ -146,6 +146,7 @@ def test_the_report_names_the_winner_its_cost_and_every_configuration(tracker: T
     assert {f"summary/{n}" for n in names} == logged
 
 
+@pytest.mark.full  # half a minute of seeded nights; the DAG's e2e run ends red on a regression by default
 def test_a_regression_is_a_section_of_the_report(tracker: Tracker, tmp_path: Path) -> None:
     for night in range(3):  # the fewest a baseline needs
         benchmark(tracker, tmp_path, f"n{night}", scale=1.0 + night / 200)
