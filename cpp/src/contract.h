@@ -1,4 +1,4 @@
-// The servebench-v1 request contract, shared by every HTTP adapter (see plugins/servebench/contract.py):
+// The servebench-v1 request contract, shared by every HTTP adapter (see plugins/servebench/servers/contract.py):
 //
 //   POST /predict  {"instances": [[f1, ..., fn], ...]}
 //               -> {"predictions": [label, ...], "probabilities": [[p1, ..., pk], ...]}

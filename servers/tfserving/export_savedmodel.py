@@ -1,4 +1,4 @@
-"""Write a servebench-dense-v1 model (plugins/servebench/weights.py) as a TensorFlow SavedModel for TF Serving.
+"""Write a servebench-dense-v1 model (plugins/servebench/models/weights.py) as a TensorFlow SavedModel for TF Serving.
 
     python export_savedmodel.py MODEL.weights.json metadata.json OUT_DIR
 

@@ -23,9 +23,11 @@ def start_server(exports, tmp_path: Path, no_leftover_processes: None) -> Iterat
     """Start a built server and wait until it is ready; every server is stopped when the test ends."""
     started: list[ServerHandle] = []
 
-    def start(framework: str, model: str = "lr", workers: int = 1, ready: bool = True) -> ServerHandle:
+    def start(
+        framework: str, model: str = "lr", workers: int = 1, ready: bool = True, cpuset: str | None = None
+    ) -> ServerHandle:
         server_manifest = manifest.get(framework)
-        server = LocalProcessRunner().start(
+        server = LocalProcessRunner(cpuset).start(
             server_manifest, exports[model], workers, tmp_path / f"{framework}-{len(started)}.log"
         )
         started.append(server)

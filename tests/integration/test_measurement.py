@@ -3,6 +3,7 @@ latency resolution, coordinated omission, load-generator saturation and capacity
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -14,21 +15,27 @@ from servebench.models.export import ExportedModel
 from servebench.servers.readiness import wait_healthy
 
 
-def _started(start_server, name: str):  # type: ignore[no-untyped-def]
-    server = start_server(name, ready=False)  # answers are valid but not the model's: no parity check
+def _started(start_server, name: str, cpuset: str | None = None):  # type: ignore[no-untyped-def]
+    server = start_server(name, ready=False, cpuset=cpuset)  # valid answers but not the model's: no parity check
     wait_healthy(server, "/health", 20)
     return server
 
 
 def test_microsecond_latency_where_locust_rounds_to_whole_ms(start_server, exports, tmp_path: Path) -> None:
     """A 2.0 ms server reads 2.0 ms plus the harness's own round trip (Locust's HTTP client, loopback, the
-    server's I/O: about 0.3 ms on these machines), measured here against the same server doing no work."""
+    server's I/O: about 0.3 ms on these machines), measured here against the same server doing no work. The
+    server and Locust each get a CPU of their own, as `cpu_split` would give them: sharing one, the server's
+    2 ms of work is interrupted by Locust's turns and the difference measures the scheduler."""
     meta = str(exports["lr"].meta_path)
+    server_cpu, loadgen_cpus = ("1", (0,)) if (os.cpu_count() or 1) >= 2 else (None, ())
     p50 = {}
     for name in ("instant", "paced"):  # paced: 2.0 ms of work per request
-        server = _started(start_server, name)
+        server = _started(start_server, name, server_cpu)
         load = loadgen.run(
-            loadgen.LoadSpec(server.base_url, meta, users=1, spawn_rate=10, duration_s=3, warmup_s=1), tmp_path / name
+            loadgen.LoadSpec(
+                server.base_url, meta, users=1, spawn_rate=10, duration_s=3, warmup_s=1, cpus=loadgen_cpus
+            ),
+            tmp_path / name,
         )
         figures, _ = latency.figures_ms(load.histogram)
         p50[name] = figures["latency_ms_p50"]
