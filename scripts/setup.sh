@@ -9,8 +9,9 @@ log() { printf '\033[1m[setup]\033[0m %s\n' "$*" >&2; }
 
 # --- Debian packages ---------------------------------------------------------
 # python3-venv: Debian's Python lacks venv/ensurepip without it. The C++ server (cpp/) builds with
-# CMake from Debian's Boost (Beast/Asio), Asio (for the Crow flavour), RapidJSON and Eigen headers.
-APT_PACKAGES=(python3-venv ca-certificates g++ make cmake libboost-dev libasio-dev rapidjson-dev libeigen3-dev)
+# CMake from Debian's Boost (Beast/Asio), Asio (for the Crow flavour), RapidJSON and Eigen headers;
+# nghttp2-client is h2load, the native load engine.
+APT_PACKAGES=(python3-venv ca-certificates g++ make cmake libboost-dev libasio-dev rapidjson-dev libeigen3-dev nghttp2-client)
 # --test: what the tests need besides, Chromium and its driver for the browser tests of Airflow's UI.
 [[ "${1:-}" == "--test" ]] && APT_PACKAGES+=(chromium chromium-driver)
 PYTHON="${PYTHON:-$(command -v python3.11 || command -v python3)}"

@@ -21,6 +21,7 @@ from servebench.results.records import (
     TAG_HOST,
     TAG_STATUS,
     TAG_TRIAL_KEY,
+    Flag,
     TrialRecord,
     TrialResult,
     record_of,
@@ -172,10 +173,32 @@ def _brief(exc: Exception) -> str:
 
 def run_and_log(spec: TrialSpec, benchmark: str, tracker: Tracker) -> tuple[TrialResult, str | None]:
     """Run one trial into the spool and upload it; returns the result and its MLflow run (None while
-    MLflow is unreachable: the result waits in the spool)."""
+    MLflow is unreachable: the result waits in the spool). With `loadgen: auto`, a configuration whose
+    Locust saturated is measured again by h2load, as a trial of its own (key `...-h2load`) beside it."""
     bench = spool.load(benchmark)
-    result = run_trial(spec, ExportedModel(Path(bench.exports[spec.model])), bench.trial_dir(spec.key))
+    model = ExportedModel(Path(bench.exports[spec.model]))
+    result = run_trial(spec, model, bench.trial_dir(spec.key))
+    if needs_native_engine(result):
+        native = spec.measured_by("h2load")
+        log.info(
+            "trial %s: Locust saturated, so the server may be faster: measuring it again with h2load", spec.run_name
+        )
+        run_trial(native, model, bench.trial_dir(native.key))
     return result, upload(bench, tracker).runs.get(spec.key)
+
+
+def needs_native_engine(result: TrialResult) -> bool:
+    """Whether `loadgen: auto` measures this configuration again with h2load: Locust saturated on a clean
+    closed-loop measurement (h2load runs closed loop only; capacity search and soak have their own runs)."""
+    s = result.spec.settings
+    return (
+        s.loadgen == "auto"
+        and result.ok
+        and Flag.LOADGEN_SATURATED in result.flags
+        and s.load == "closed"
+        and not s.capacity
+        and not s.soak_minutes
+    )
 
 
 def planned_trials(parent_id: str, tracker: Tracker) -> list[TrialSpec]:

@@ -38,6 +38,7 @@ CONF = {
     "warmup": 0,
     "repeats": 1,
     "experiment": "demo-in-ui",
+    "loadgen": "locust",
 }
 
 

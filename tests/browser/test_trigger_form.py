@@ -67,6 +67,7 @@ def test_every_field_set_in_the_form_is_the_runs_conf(airflow: LocalAirflow, for
     form.choose("load", "open")
     form.number("rate", values["rate"])
     form.choose("arrival", "constant")
+    form.choose("loadgen", "locust")
     form.number("loadgen_processes", values["loadgen_processes"])
     form.number("request_timeout", values["request_timeout"])
     form.text("cpu_split", "off")

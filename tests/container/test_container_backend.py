@@ -31,6 +31,7 @@ MATRIX = {
     "duration": 4,
     "warmup": 1,
     "repeats": 1,
+    "loadgen": "locust",
 }
 LIMITS = {"cpuset": "1", "memory_mb": 1024}
 

@@ -37,6 +37,8 @@ def test_run_prints_json_and_logs_to_the_tracking_uri_it_is_given(tmp_path: Path
         "1",
         "--repeats",
         "1",
+        "--loadgen",
+        "locust",
         "--experiment",
         "cli",
         "--json",

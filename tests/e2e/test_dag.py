@@ -19,7 +19,15 @@ from servebench.results.tracker import Tracker
 from .conftest import BIN, run
 
 FIXTURES = ("broken", "drifting")  # `broken` exits before it is healthy, `drifting` answers one input wrongly
-SETTINGS = {"users": [8], "spawn_rate": 20, "duration": 3, "warmup": 1, "repeats": 2, "fail_on_regression": True}
+SETTINGS = {
+    "users": [8],
+    "spawn_rate": 20,
+    "duration": 3,
+    "warmup": 1,
+    "repeats": 2,
+    "fail_on_regression": True,
+    "loadgen": "locust",  # one engine, so the rows are known in advance (auto: tests/integration/test_engines.py)
+}
 # The default tier: one server loading ONNX (fastapi), one loading dense weights (cpp), and the fixtures.
 SMALL = {"models": ["lr"], "frameworks": ["fastapi", "cpp", *FIXTURES], "workers": [1], "experiment": "e2e", **SETTINGS}
 # The exhaustive tier: both models, four real servers, one and two workers (24 trials).

@@ -25,6 +25,7 @@ CONF = {
     "duration": 3,
     "warmup": 1,
     "repeats": 1,
+    "loadgen": "locust",
     "experiment": "e2e-containers",
     "backend": "docker",
     "cpuset": "1",

@@ -33,6 +33,7 @@ KILLED = {
     "duration": 8,
     "warmup": 1,
     "repeats": 1,
+    "loadgen": "locust",
     "experiment": "e2e-kill",
 }
 
@@ -203,6 +204,8 @@ def test_a_run_against_a_dead_mlflow_loses_nothing_and_syncs_exactly_once(
         "1",
         "--repeats",
         "2",
+        "--loadgen",
+        "locust",
         "--experiment",
         "offline",
         "--json",

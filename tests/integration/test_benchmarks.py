@@ -17,7 +17,11 @@ TINY_LOAD = ["--users", "2", "--duration", "1", "--warmup", "0"]
     [
         ("fastapi_inference_mode.py", ["--models", "lr"], ["lr     inline", "lr     threadpool", "throughput ratio"]),
         ("server_cost.py", ["--frameworks", "fastapi"], ["cpu µs/req", "fastapi                  1"]),
-        ("loadgen_ceiling.py", ["--frameworks", "fastapi"], ["2 process(es), GET /health", "fastapi", "of ceiling"]),
+        (
+            "loadgen_ceiling.py",
+            ["--frameworks", "fastapi"],
+            ["locust, 2 process(es)", "h2load", "ceiling ratio", "fastapi"],
+        ),
     ],
 )
 def test_benchmark_runs(script: str, args: list[str], expected: list[str], no_leftover_processes: None) -> None:

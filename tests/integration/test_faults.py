@@ -28,7 +28,15 @@ from servebench.servers import build, manifest
 from servebench.servers.runner.base import ServerFailed
 from servebench.servers.runner.local import LocalProcessRunner, group_members
 
-SHORT = {"models": ["lr"], "users": [4], "spawn_rate": 20, "duration": 4, "warmup": 1, "repeats": 1}
+SHORT = {
+    "models": ["lr"],
+    "users": [4],
+    "spawn_rate": 20,
+    "duration": 4,
+    "warmup": 1,
+    "repeats": 1,
+    "loadgen": "locust",
+}
 
 
 class Crasher(threading.Thread):

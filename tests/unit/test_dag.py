@@ -51,6 +51,7 @@ def test_schedule_and_shape(dag) -> None:  # type: ignore[no-untyped-def]
         "max_cv",
         "capacity",
         "slo_p99_ms",
+        "loadgen",
         "loadgen_processes",
         "cpu_split",
         "request_timeout",

@@ -131,6 +131,14 @@ class BenchmarkParams(BaseModel):
         description="Open loop: Poisson arrivals or constant gaps.",
         json_schema_extra=_section(LOAD),
     )
+    loadgen: Literal["auto", "locust", "h2load"] = Field(
+        default="auto",
+        title="Load engine",
+        description='"locust" (checks every answer), "h2load" (native, for servers faster than Locust can drive; '
+        'closed loop only), or "auto": Locust, and each configuration that saturates it measured again by h2load, '
+        "both kept.",
+        json_schema_extra=_section(LOAD),
+    )
     loadgen_processes: int = Field(
         default=1,
         ge=1,
@@ -260,6 +268,11 @@ class BenchmarkParams(BaseModel):
             raise ValueError("load 'open' needs a rate (requests per second)")
         if self.rate is not None and self.load != "open" and not self.capacity:
             raise ValueError("rate applies to load 'open' (or capacity search's first step)")
+        if self.loadgen == "h2load" and (self.load == "open" or self.capacity):
+            raise ValueError(
+                "loadgen h2load measures closed loop only: it times an open-loop request from when it was sent, "
+                "not from when it was due, which hides a stalled server's queue; use locust or auto"
+            )
         if self.soak_minutes is not None and self.capacity:
             raise ValueError("soak_minutes and capacity are two different runs: choose one")
         placement.check(self.cpu_split, self.cpuset)

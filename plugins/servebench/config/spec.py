@@ -33,16 +33,32 @@ class TrialSpec:
         return f"-open{s.rate:g}" if s.load == "open" and s.rate is not None else ""
 
     @property
+    def engine(self) -> str:
+        """The load engine that measures this trial: Locust, unless h2load is asked for ("auto" starts with
+        Locust; pipeline.run_and_log adds an h2load trial where Locust saturates)."""
+        return "h2load" if self.settings.loadgen == "h2load" else "locust"
+
+    @property
+    def _where(self) -> str:
+        return ("" if self.settings.backend == "local" else f"-{self.settings.backend}") + (
+            "-h2load" if self.engine == "h2load" else ""
+        )
+
+    @property
     def key(self) -> str:
         """Stable identity of a configuration across nights (baselines and re-runs use it)."""
-        where = "" if self.settings.backend == "local" else f"-{self.settings.backend}"
-        return f"{self.model}-{self.framework}-w{self.workers}-u{self.users}{where}{self._how}"
+        return f"{self.model}-{self.framework}-w{self.workers}-u{self.users}{self._where}{self._how}"
 
     @property
     def run_name(self) -> str:
-        where = "" if self.settings.backend == "local" else f" · {self.settings.backend}"
-        how = self._how.replace("-", " · ")
-        return f"{self.model} · {self.framework} · w{self.workers} · u{self.users}{where}{how}"
+        how = (self._where + self._how).replace("-", " · ")
+        return f"{self.model} · {self.framework} · w{self.workers} · u{self.users}{how}"
+
+    def measured_by(self, engine: str) -> TrialSpec:
+        """The same configuration measured by another engine."""
+        return TrialSpec(
+            self.model, self.framework, self.workers, self.users, self.settings.model_copy(update={"loadgen": engine})
+        )
 
     def logged_params(self) -> dict[str, Any]:
         """The trial's MLflow params: the matrix point and every setting but the matrix lists, each under the

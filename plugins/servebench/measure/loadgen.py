@@ -1,34 +1,31 @@
-"""Load generator: Locust in child processes (gevent must not patch the harness or an Airflow task)."""
+"""The load generator, whichever engine drives it: what a load test is asked (LoadSpec), what it saw inside the
+measured window (LoadResult, the same for every engine), and `run`, which hands the test to its engine.
+
+Engines: Locust (locust_engine.py), the default and the scenario the published studies use, and h2load
+(h2load_engine.py), a native engine for servers faster than Locust can drive. Both end in per-second HDR
+histograms of every response, so every latency figure, series and artifact comes from the same code.
+"""
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
-import os
-import signal
-import subprocess
-import sys
-import threading
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
-from servebench.base import teardown
 from servebench.measure import latency
 
 log = logging.getLogger(__name__)
 
-LOCUSTFILE = Path(__file__).with_name("locustfile.py")
-STOP_SLACK_S = 30.0  # beyond warm-up + ramp-up + duration before the harness gives up on Locust
+ENGINES = ("locust", "h2load")
 
 
 class LoadgenError(RuntimeError):
-    """Locust failed or produced no results; carries the tail of its output."""
+    """The engine failed or produced no results; carries the tail of its output."""
 
 
 @dataclass(frozen=True)
@@ -48,6 +45,7 @@ class LoadSpec:
     processes: int = 1  # Locust processes (--processes): more than one core for the load generator
     cpus: tuple[int, ...] = ()  # CPUs the load generator is pinned to; () = not pinned
     probe_path: str | None = None  # GET this path (closed loop) instead of predicting: the harness's own ceiling
+    engine: str = "locust"  # "locust" | "h2load"
 
 
 @dataclass(frozen=True)
@@ -62,7 +60,7 @@ class LoadResult:
     per_second: list[dict[str, Any]]
     failure_reasons: list[tuple[str, int]]
     warmup_requests: int
-    locust: dict[str, float]  # Locust's own (rounded) figures over about the same window
+    locust: dict[str, float]  # Locust's own (rounded) figures over about the same window; {} for other engines
 
     @property
     def window_s(self) -> float:
@@ -70,151 +68,45 @@ class LoadResult:
 
 
 def run(spec: LoadSpec, out_dir: Path, on_started: Callable[[int], None] = lambda pid: None) -> LoadResult:
-    """Run one load test; `on_started` gets Locust's pid (for the resource sampler)."""
+    """Run one load test with the spec's engine; `on_started` gets the engine's root pid (for the sampler)."""
+    from servebench.measure import h2load_engine, locust_engine
+
     out_dir.mkdir(parents=True, exist_ok=True)
-    for stale in out_dir.glob("loadgen-*.json"):
-        stale.unlink()
-    (out_dir / "window.json").unlink(missing_ok=True)
-    config = out_dir / "loadgen.json"
-    config.write_text(json.dumps({**asdict(spec), "out_dir": str(out_dir)}))
-    limit = spec.warmup_s + spec.users / spec.spawn_rate + spec.duration_s + STOP_SLACK_S
-    user_class = "ProbeUser" if spec.probe_path else "OpenLoopUser" if spec.mode == "open" else "ClosedLoopUser"
-    cmd = [
-        sys.executable,
-        "-m",
-        "locust",
-        "-f",
-        str(LOCUSTFILE),
-        user_class,
-        "--headless",
-        "--only-summary",
-        "--host",
-        spec.host,
-        "--users",
-        str(spec.users),
-        "--spawn-rate",
-        str(spec.spawn_rate),
-        "--run-time",
-        f"{int(limit)}s",
-        "--stop-timeout",
-        "5",
-        "--exit-code-on-error",
-        "0",
-        "--csv",
-        str(out_dir / "locust"),
-        "--html",
-        str(out_dir / "locust.html"),
-        "--loglevel",
-        "WARNING",
-    ]
-    if spec.processes > 1:
-        cmd += ["--processes", str(spec.processes)]
-    env = {"SERVEBENCH_LOADGEN_CONFIG": str(config), "PYTHONUNBUFFERED": "1", **teardown.owner_mark()}
-    proc = subprocess.Popen(
-        cmd,
-        env={**_base_env(), **env},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-        preexec_fn=(lambda: os.sched_setaffinity(0, spec.cpus)) if spec.cpus else None,
-    )
-    token = teardown.register(f"Locust (process group {proc.pid})", lambda: _kill(proc))
-    on_started(proc.pid)
-    output: list[str] = []
-    reader = threading.Thread(target=_relay, args=(proc, output), daemon=True)
-    reader.start()
-    try:
-        code = proc.wait(timeout=limit + STOP_SLACK_S)
-    except subprocess.TimeoutExpired:
-        raise LoadgenError(f"Locust did not finish within {limit + STOP_SLACK_S:.0f}s:\n" + _tail(output)) from None
-    finally:
-        _kill(proc)  # its whole group, whatever ended the wait (a time-out, a signal, an exception)
-        teardown.unregister(token)
-        reader.join(timeout=5)
-    if code != 0:
-        raise LoadgenError(f"Locust exited with code {code}:\n" + _tail(output))
-    window_file = out_dir / "window.json"
-    if not window_file.exists():
-        raise LoadgenError(
-            "Locust stopped before the measured window ended (all users never started?):\n" + _tail(output)
-        )
-    window = json.loads(window_file.read_text())
-    parts = [json.loads(p.read_text()) for p in sorted(out_dir.glob("loadgen-*.json"))]
-    if not parts:
-        raise LoadgenError("Locust wrote no results:\n" + _tail(output))
-    per_second = _window_seconds(window, parts)
-    result = _merge(window, parts, per_second)
-    latency.write_log(per_second, out_dir / "latency.hlog")
-    latency.write_distribution(result.histogram, out_dir / "latency_percentiles.txt")
-    return result
+    engine = {"locust": locust_engine.run, "h2load": h2load_engine.run}[spec.engine]
+    return engine(spec, out_dir, on_started)
 
 
-def _window_seconds(window: dict[str, Any], parts: list[dict[str, Any]]) -> dict[int, HdrHistogram]:
-    """The window's per-second histograms, merged over the processes."""
-    encoded: dict[int, list[str]] = {}
-    for part in parts:
-        for key, second in part["seconds"].items():
-            if window["start"] <= int(key) < window["end"]:
-                encoded.setdefault(int(key), []).append(second["histogram"])
-    return {second: latency.merge(items) for second, items in encoded.items()}
-
-
-def _merge(window: dict[str, Any], parts: list[dict[str, Any]], per_second: dict[int, HdrHistogram]) -> LoadResult:
-    start, end = window["start"], window["end"]
+def result(
+    start: int,
+    end: int,
+    per_second: dict[int, HdrHistogram],
+    failures: Counter[int],
+    reasons: Counter[str],
+    warmup_requests: int,
+    locust: dict[str, float],
+    out_dir: Path,
+) -> LoadResult:
+    """The window [start, end) of whole seconds from an engine's per-second histograms (merged over its
+    processes) and failures; writes the histogram log and percentile distribution beside the test."""
     total = latency.histogram()
     for hist in per_second.values():
         total.add(hist)
-    failures: Counter[int] = Counter()
-    reasons: Counter[str] = Counter()
-    warmup = 0
-    for part in parts:
-        for key, second in part["seconds"].items():
-            if int(key) < start:
-                warmup += latency.histogram_count(second["histogram"])
-            elif int(key) < end:
-                failures[int(key)] += second["failures"]
-                reasons.update(second["reasons"])
     rows = []
     for s in range(start, end):
         hist = per_second.get(s)
         count = hist.get_total_count() if hist else 0
         p95 = hist.get_value_at_percentile(95.0) / 1000.0 if hist and count else None
         rows.append({"second": s - start, "requests": count, "failures": failures[s], "latency_ms_p95": p95})
+    latency.write_log(per_second, out_dir / "latency.hlog")
+    latency.write_distribution(total, out_dir / "latency_percentiles.txt")
     return LoadResult(
         window_start=float(start),
         window_end=float(end),
         requests=total.get_total_count(),
-        failures=sum(failures.values()),
+        failures=sum(failures[s] for s in range(start, end)),
         histogram=total,
         per_second=rows,
         failure_reasons=reasons.most_common(10),
-        warmup_requests=warmup,
-        locust=window["locust"],
+        warmup_requests=warmup_requests,
+        locust=locust,
     )
-
-
-def _kill(proc: subprocess.Popen[str]) -> None:
-    """SIGKILL Locust's process group (its --processes workers too); nothing to do once it has exited."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-
-
-def _base_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "MLFLOW"))}
-
-
-def _relay(proc: subprocess.Popen[str], output: list[str]) -> None:
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        line = line.rstrip()
-        output.append(line)
-        if line.startswith("[load]"):
-            log.info("%s", line)
-        elif line:
-            log.debug("locust: %s", line)
-
-
-def _tail(lines: list[str], n: int = 30) -> str:
-    return "\n".join(lines[-n:])

@@ -9,16 +9,12 @@ import numpy as np
 from servebench.measure import latency
 from servebench.measure.loadgen import LoadResult
 from servebench.measure.sampler import Sample
-from servebench.results.records import (
-    LOCUST_PREFIX,
-    TOO_FEW_REQUESTS_PREFIX,
-    Flag,
-    Metric,
-    Series,
-)
+from servebench.results.records import LOCUST_PREFIX, TOO_FEW_REQUESTS_PREFIX, Flag, Metric, Series
 
 # Above this share of the cores it may use, the load generator, not the server, may set the pace.
 LOADGEN_SATURATED_SHARE = 0.9
+# Other processes using more than this (% of one core) during the window make the trial `contended`.
+CONTENDED_PERCENT = 30.0
 # Trends (a soak's point): memory "grows" when RSS rises faster than this along a line that explains
 # most of its variation (a leak, not an allocator settling); latency "drifts" when its p95 rises by this
 # share of its median over the window along a fitted line. Below MIN_FIT_POINTS seconds, no trend is fitted.
@@ -50,10 +46,15 @@ def _stats(values: Iterable[float], prefix: str) -> dict[str, float]:
 
 
 def trial_metrics(
-    load: LoadResult, server: list[Sample], loadgen: list[Sample], loadgen_cores: int = 1
+    load: LoadResult,
+    server: list[Sample],
+    loadgen: list[Sample],
+    loadgen_cores: int = 1,
+    machine: list[Sample] | None = None,
 ) -> tuple[dict[str, float], list[str]]:
     """The flat metrics of one trial and the flags that qualify them. `loadgen_cores` is how many cores
-    the load generator can use (its processes, at most the CPUs it may run on)."""
+    the load generator can use (its processes, at most the CPUs it may run on); `machine`, the whole
+    machine's CPU over the same ticks, tells what other processes took."""
     figures: dict[str, float] = {
         Metric.REQUESTS: float(load.requests),
         Metric.RPS: load.requests / load.window_s if load.window_s > 0 else 0.0,
@@ -90,7 +91,17 @@ def trial_metrics(
     if loadgen_cpu:
         figures[Metric.LOADGEN_CPU_AVG] = loadgen_cpu[Metric.LOADGEN_CPU_AVG]
         saturated = figures[Metric.LOADGEN_CPU_AVG] > LOADGEN_SATURATED_SHARE * 100.0 * loadgen_cores
+        if figures[Metric.LOADGEN_CPU_AVG] > 0 and load.requests:
+            # The engine's own ceiling, measured in this very trial: its CPU per request, over all its cores.
+            figures[Metric.LOADGEN_CEILING] = (
+                figures[Metric.RPS] * loadgen_cores * 100.0 / figures[Metric.LOADGEN_CPU_AVG]
+            )
     figures[Metric.LOADGEN_SATURATED] = float(saturated)
+    if machine:
+        other = host_other_cpu(machine, server, loadgen)
+        figures[Metric.HOST_OTHER_CPU] = other
+        if other > CONTENDED_PERCENT:
+            flags.append(Flag.CONTENDED)
     if missing:
         flags.append(TOO_FEW_REQUESTS_PREFIX + "_".join(missing))
     if saturated:
@@ -98,6 +109,16 @@ def trial_metrics(
     if load.requests == 0:
         flags.append(Flag.NO_REQUESTS)
     return figures, flags
+
+
+def host_other_cpu(machine: list[Sample], server: list[Sample], loadgen: list[Sample]) -> float:
+    """Mean CPU (% of one core) used by neither the server nor the load generator, tick by tick (the sampler
+    reads every probe at the same tick)."""
+    mine: dict[float, float] = {}
+    for s in [*server, *loadgen]:
+        mine[s.t] = mine.get(s.t, 0.0) + s.cpu_percent
+    others = [max(0.0, m.cpu_percent - mine.get(m.t, 0.0)) for m in machine]
+    return float(np.mean(others)) if others else 0.0
 
 
 def per_second_series(load: LoadResult, server: list[Sample]) -> dict[str, list[tuple[int, float]]]:

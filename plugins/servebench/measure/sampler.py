@@ -3,11 +3,20 @@ from the probes the runner backends hand out (servers/probes.py)."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
-from servebench.servers.probes import Probe
+import psutil
+
+from servebench.servers.probes import Probe, Usage
+
+log = logging.getLogger(__name__)
+QUIET_BELOW_PERCENT = 25.0  # of one core: the whole machine's busy CPU before a trial may start
+QUIET_WAIT_S = 30.0  # at most, then the trial starts anyway (and its samples say what else was running)
+QUIET_CHECK_S = 0.3  # each look at the machine: long enough to average a scheduler tick, short beside a trial
 
 
 @dataclass(frozen=True)
@@ -18,6 +27,52 @@ class Sample:
     rss_mb: float
     threads: int
     processes: int | None
+
+
+class MachineProbe:
+    """The whole machine's busy CPU (all processes, every core: 200 = two cores busy), so that what neither
+    the server nor the load generator used shows: a noisy neighbour."""
+
+    def __init__(self) -> None:
+        self._last = psutil.cpu_times()
+
+    def read(self) -> Usage:
+        now = psutil.cpu_times()
+        (busy, total), (busy_before, total_before) = _busy_total(now), _busy_total(self._last)
+        busy, total = busy - busy_before, total - total_before
+        self._last = now
+        share = busy / total if total > 0 else 0.0
+        return Usage(100.0 * share * (psutil.cpu_count() or 1), 0.0, 0, None)
+
+    def gone(self) -> list[int]:
+        return []
+
+
+def _busy_total(times: Any) -> tuple[float, float]:
+    """CPU seconds spent running anything, and in all (time a hypervisor stole counts as neither's)."""
+    busy = times.user + times.nice + times.system + getattr(times, "irq", 0.0) + getattr(times, "softirq", 0.0)
+    return busy, busy + times.idle + getattr(times, "iowait", 0.0)
+
+
+def wait_for_quiet(what: str) -> float:
+    """Wait (at most QUIET_WAIT_S) until the machine's busy CPU stays under QUIET_BELOW_PERCENT for QUIET_CHECK_S;
+    returns the seconds waited. A trial measured on a busy machine measures its neighbours too."""
+    probe, started = MachineProbe(), time.monotonic()
+    while True:
+        time.sleep(QUIET_CHECK_S)
+        busy = probe.read().cpu_percent
+        waited = time.monotonic() - started
+        if busy < QUIET_BELOW_PERCENT:
+            if waited > 2 * QUIET_CHECK_S:
+                log.info(
+                    "%s: waited %.0f s for the machine to be quiet (now %.0f%% of a core busy)", what, waited, busy
+                )
+            return waited
+        if waited >= QUIET_WAIT_S:
+            log.warning(
+                "%s: the machine stayed busy (%.0f%% of a core) for %.0f s; starting anyway", what, busy, waited
+            )
+            return waited
 
 
 class ResourceSampler:

@@ -20,10 +20,10 @@ from pathlib import Path
 
 from servebench.base import placement, teardown
 from servebench.config.spec import TrialSpec
-from servebench.measure import aggregate, capacity, loadgen, metrics
-from servebench.measure.sampler import ResourceSampler, Sample
+from servebench.measure import aggregate, capacity, h2load_engine, loadgen, metrics
+from servebench.measure.sampler import MachineProbe, ResourceSampler, Sample, wait_for_quiet
 from servebench.models.export import ExportedModel
-from servebench.results.records import REPEAT_PREFIX, Flag, Metric, TrialResult
+from servebench.results.records import REPEAT_PREFIX, Flag, Metric, Series, TrialResult
 from servebench.servers import build, manifest
 from servebench.servers import runner as runners
 from servebench.servers.parity import ParityReport
@@ -42,6 +42,7 @@ def run_trial(spec: TrialSpec, model: ExportedModel, out_dir: Path, runner: Runn
     out_dir.mkdir(parents=True)
     log.info("trial %s: starting", spec.run_name)
     teardown.reap_orphans()
+    wait_for_quiet(f"trial {spec.run_name}")
     try:
         with teardown.stopping_on_signals():
             where = placement.resolve(settings.cpu_split, settings.cpuset)
@@ -100,11 +101,15 @@ def _measure(
     if server.packages:
         (out_dir / "server_packages.txt").write_text(server.packages)
 
-    def load_test(folder: str, mode: str, rate: float | None, duration_s: float) -> _Measured:
+    engine = spec.engine
+    processes = settings.loadgen_processes if engine == "locust" else h2load_engine.streams(spec.users)
+    context["loadgen_engine"] = engine
+
+    def load_test(folder: str, mode: str, rate: float | None, duration_s: float, users: int = spec.users) -> _Measured:
         load_spec = loadgen.LoadSpec(
             host=server.base_url,
             meta_path=str(model.meta_path),
-            users=spec.users,
+            users=users,
             spawn_rate=settings.spawn_rate,
             duration_s=duration_s,
             warmup_s=settings.warmup,
@@ -116,9 +121,11 @@ def _measure(
             processes=settings.loadgen_processes,
             cpus=where.loadgen_cpus,
             request_timeout_s=settings.request_timeout,
+            engine=engine,
         )
         probe = server.probe()
         with ResourceSampler() as sampler:
+            sampler.track("machine", MachineProbe())
             sampler.track("server", probe)
             load = loadgen.run(
                 load_spec, out_dir / folder, on_started=lambda pid: sampler.track("loadgen", ProcessTreeProbe(pid))
@@ -129,7 +136,8 @@ def _measure(
             load,
             server_samples,
             sampler.series("loadgen", load.window_start, load.window_end),
-            where.loadgen_cores(settings.loadgen_processes),
+            where.loadgen_cores(processes),
+            sampler.series("machine", load.window_start, load.window_end),
         )
         figures[Metric.WARMUP_REQUESTS] = float(load.warmup_requests)
         if load.failures:
@@ -172,6 +180,8 @@ def _measure(
                 ]
         if settings.capacity and server.exit_code() is None:
             _search_capacity(spec, figures, flags, series, load_test, out_dir)
+        if engine == "h2load" and server.exit_code() is None:
+            _saturate(spec, figures, series, load_test)
         exit_during_load = server.exit_code()
     finally:
         stop = server.stop()
@@ -276,6 +286,48 @@ def _search_capacity(
         flags.append(Flag.NO_RATE_WITHIN_SLO)
     else:
         figures[Metric.MAX_RPS_AT_SLO] = best
+
+
+SATURATION_GROWTH = 0.05  # a doubling of connections that adds less throughput than this: saturated
+SATURATION_MAX_CONNECTIONS = 512
+SATURATION_STEP_S = 2.0
+
+
+def _saturate(
+    spec: TrialSpec,
+    figures: dict[str, float],
+    series: dict[str, list[tuple[int, float]]],
+    load_test: Callable[..., _Measured],
+) -> None:
+    """Capacity per core at saturation (closed loop, native engine): connections doubled from the trial's until
+    throughput stops growing (bounded); the best step gives max_rps, max_rps_per_core and the CPU per
+    request at that load. Per-request CPU differs several-fold between light and saturating load, so this is
+    the figure servers are compared by when they are not compared at the same load."""
+    steps: list[tuple[int, float, float, float]] = []  # connections, rps, server CPU %, CPU µs per request
+    connections = spec.users
+    while connections <= SATURATION_MAX_CONNECTIONS:
+        m = load_test(f"saturation-{len(steps) + 1}", "closed", None, SATURATION_STEP_S, users=connections)
+        if m.figures.get(Metric.ERROR_RATE, 0.0) > 0.001:
+            break  # errors: the server is past what it can take, not saturated cleanly
+        rps, cpu = m.figures[Metric.RPS], m.figures.get(Metric.SERVER_CPU_AVG, 0.0)
+        steps.append((connections, rps, cpu, m.figures.get(Metric.CPU_US_PER_REQUEST, 0.0)))
+        log.info(
+            "trial %s: saturation step, %d connections: %.0f rps, %.0f%% CPU", spec.run_name, connections, rps, cpu
+        )
+        if len(steps) > 1 and rps < steps[-2][1] * (1 + SATURATION_GROWTH):
+            break
+        connections *= 2
+    if not steps:
+        return
+    best = max(steps, key=lambda s: s[1])
+    figures[Metric.MAX_RPS] = best[1]
+    if best[2] > 0:
+        figures[Metric.MAX_RPS_PER_CORE] = best[1] / (best[2] / 100.0)
+        figures[Metric.CPU_US_AT_MAX] = best[3]
+    figures[Metric.SATURATION_STEPS] = float(len(steps))
+    series[Series.SATURATION_CONNECTIONS] = [(i, float(s[0])) for i, s in enumerate(steps, 1)]
+    series[Series.SATURATION_RPS] = [(i, s[1]) for i, s in enumerate(steps, 1)]
+    series[Series.SATURATION_CPU] = [(i, s[2]) for i, s in enumerate(steps, 1)]
 
 
 def _write_parity(out_dir: Path, report: ParityReport) -> str:

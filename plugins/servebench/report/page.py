@@ -60,6 +60,7 @@ ABOUT_PARAMS = (
     "backend",
     "cpu_split",
 )
+NEAR_CEILING = 0.8  # a figure this close to the load generator's ceiling is partly the load generator's
 FLAG_MEANINGS = {
     Flag.LOADGEN_SATURATED: "Locust used its cores to the full: the server may be faster than shown (add --loadgen-processes)",
     Flag.NOISY: "throughput varied across repeats beyond max_cv: compare with care, or add repeats",
@@ -67,6 +68,7 @@ FLAG_MEANINGS = {
     Flag.LATENCY_DRIFTING: "p95 latency rose steadily during the load test",
     Flag.SERVER_PROCESS_DIED: "a server process died during the load test",
     Flag.NO_REQUESTS: "no request completed in the measured window",
+    Flag.CONTENDED: "other processes used the machine's CPU during the measured window (see host_other_cpu_percent)",
     Flag.NO_RATE_WITHIN_SLO: "capacity search found no rate within the p99 SLO",
     Flag.LOADGEN_SATURATED_DURING_CAPACITY_SEARCH: "Locust saturated during capacity search: the max rate is a lower bound",
 }
@@ -306,15 +308,28 @@ def _glance(rows: Rows) -> str:
         win = winners.get(model)
         if win:
             cores = (win.get(Metric.SERVER_CPU_AVG) or 0) / 100
+            engine = " (measured by h2load)" if win.get("engine") == "h2load" else ""
             lines.append(
-                f"fastest: <b class=big>{_e(win['framework'])} w{win['workers']}</b> at {win['users']} users: "
+                f"fastest: <b class=big>{_e(win['framework'])} w{win['workers']}</b>{engine} at {win['users']} users: "
                 f"<b>{_fmt(summary.speed(win), ',.0f')} req/s</b>, p99 {_fmt(win.get('latency_ms_p99'), '.2f', ' ms')}, "
                 f"{cores:.2f} cores, {_fmt(win.get('server_rss_mb_max'), '.0f', ' MB')}"
             )
             if Flag.LOADGEN_SATURATED in win.get("flags", []):
                 lines.append(
-                    "<span class=warn>Locust was saturated: this server is at least this fast; "
-                    "rank by cpu µs/req, or give the load generator more cores</span>"
+                    "<span class=warn>the load generator was saturated: this server is at least this fast; "
+                    "compare at saturation (loadgen auto or h2load: max rps per core)</span>"
+                )
+            if win.get(Metric.MAX_RPS_PER_CORE):
+                lines.append(
+                    f"at saturation: {win[Metric.MAX_RPS]:,.0f} req/s, {win[Metric.MAX_RPS_PER_CORE]:,.0f} per core, "
+                    f"{win.get(Metric.CPU_US_AT_MAX, 0):,.0f} µs of CPU per request"
+                )
+            capped = [r for r in mine if r.get("superseded")]
+            if capped:
+                lines.append(
+                    "Locust saturated on "
+                    + _e(", ".join(f"{r['framework']} w{r['workers']}" for r in capped))
+                    + ": the h2load rows answer how fast those servers are; Locust's show the load it could make"
                 )
             ok = [r for r in mine if r["status"] == "ok"]
             for key, what, unit in (
@@ -380,6 +395,15 @@ def _caveats(rows: Rows) -> str:
                 else flag
             )
             flagged.setdefault(f"{flag}: {meaning}", []).append(summary.label(row))
+    for row in rows:
+        ceiling, rps = row.get(Metric.LOADGEN_CEILING), row.get(Metric.RPS)
+        if ceiling and rps and rps >= NEAR_CEILING * ceiling and not row.get("superseded"):
+            what = (
+                f"within {NEAR_CEILING:.0%} of the load generator's ceiling: {row.get('engine', 'locust')} could drive "
+                f"about {ceiling:,.0f} req/s with all its cores at the CPU per request it spent here, so part of "
+                "what is measured is the load generator"
+            )
+            flagged.setdefault(what, []).append(f"{summary.label(row)} at {rps:,.0f} req/s")
     if not flagged:
         return ""
     items = "".join(

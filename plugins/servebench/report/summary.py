@@ -22,6 +22,7 @@ from servebench.results.records import (
     TAG_STATUS,
     TAG_TRIAL_KEY,
     TAG_VERDICT,
+    Flag,
     Metric,
     TrialRecord,
 )
@@ -34,9 +35,10 @@ COLUMNS: list[tuple[str, str, str]] = [
     ("framework", "framework", "s"),
     ("workers", "workers", "s"),
     ("users", "users", "s"),
+    ("engine", "engine", "s"),
     ("status", "status", "s"),
     ("parity", "parity", "s"),
-    (Metric.RPS, Metric.RPS, ".0f"),
+    ("rps", Metric.RPS, ".0f"),
     ("rps 95% CI", "rps_ci95", "s"),
     ("cv %", "rps_cv_pct", ".1f"),
     ("p50 ms", Metric.LATENCY_P50, ".3f"),
@@ -49,6 +51,9 @@ COLUMNS: list[tuple[str, str, str]] = [
     ("server rss MB", Metric.SERVER_RSS_MAX, ".0f"),
     ("rps/core", "rps_per_core", ".0f"),
     ("rps/GB", "rps_per_gb", ".0f"),
+    ("max rps", Metric.MAX_RPS, ".0f"),
+    ("max rps/core", Metric.MAX_RPS_PER_CORE, ".0f"),
+    ("cpu µs/req @max", Metric.CPU_US_AT_MAX, ".0f"),
     ("rss MB/min", Metric.RSS_GROWTH, ".2f"),
     ("cold start s", Metric.COLD_START, ".2f"),
     ("verdict", "verdict", "s"),
@@ -100,6 +105,7 @@ def rows_from_records(records: Iterable[TrialRecord], planned: list[TrialSpec] |
             "parity": p.get("parity"),
             "run_id": record.run_id,
             "key": t.get(TAG_TRIAL_KEY, record.run_id),
+            "engine": p.get("loadgen_engine", "locust"),
             "slo_p99_ms": p.get("slo_p99_ms") if p.get("capacity") == "true" else None,
             **m,
         }
@@ -132,15 +138,23 @@ def rows_from_records(records: Iterable[TrialRecord], planned: list[TrialSpec] |
                 "status": "missing",
                 "notes": "planned but no result was logged (task killed or never ran)",
             }
-    ordered = sorted(rows.values(), key=lambda r: (r["model"], r["framework"], r["workers"], r["users"]))
+    for key, row in rows.items():  # a Locust figure capped by Locust, beside the native engine's of the same
+        if Flag.LOADGEN_SATURATED in row.get("flags", []) and rows.get(f"{key}-h2load", {}).get("status") in MEASURED:
+            row["superseded"] = True
+            row["notes"] = "Locust saturated: the h2load row measures the server; " + row["notes"]
+    ordered = sorted(
+        rows.values(), key=lambda r: (r["model"], r["framework"], r["workers"], r["users"], r.get("engine", ""))
+    )
     for row in best(ordered).values():
         row["best"] = "★"
     return ordered
 
 
 def label(row: dict[str, Any]) -> str:
-    """How a configuration is named in texts and plots: model/framework/wN/uN."""
-    return f"{row['model']}/{row['framework']}/w{row['workers']}/u{row['users']}"
+    """How a configuration is named in texts and plots: model/framework/wN/uN (and /h2load where the native
+    engine measured it)."""
+    engine = "/h2load" if row.get("engine") == "h2load" else ""
+    return f"{row['model']}/{row['framework']}/w{row['workers']}/u{row['users']}{engine}"
 
 
 def speed(row: dict[str, Any]) -> float:
@@ -153,7 +167,7 @@ def best(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Per model, the fastest configuration that ran clean (status ok); ties go to the lower p99."""
     winners: dict[str, dict[str, Any]] = {}
     for row in rows:
-        if row["status"] != "ok":
+        if row["status"] != "ok" or row.get("superseded"):
             continue
         rank = (speed(row), -row.get(Metric.LATENCY_P99, math.inf))
         held = winners.get(row["model"])
@@ -164,7 +178,7 @@ def best(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 def frontier(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The measured rows no other row beats on both throughput and p99 (the Pareto frontier), by throughput."""
-    points = [r for r in rows if r["status"] in MEASURED and r.get(Metric.LATENCY_P99)]
+    points = [r for r in rows if r["status"] in MEASURED and r.get(Metric.LATENCY_P99) and not r.get("superseded")]
     front = [
         r
         for r in points
@@ -196,12 +210,22 @@ def cell(row: dict[str, Any], key: str, fmt: str) -> str:
 
 # Shown only when some row has them: a single-repeat or fixed-load run has no interval or capacity, a
 # short one no memory trend.
-OPTIONAL = {"rps_ci95", "rps_cv_pct", Metric.MAX_RPS_AT_SLO, Metric.RSS_GROWTH, "verdict"}
+OPTIONAL = {
+    "engine",
+    Metric.MAX_RPS,
+    Metric.MAX_RPS_PER_CORE,
+    Metric.CPU_US_AT_MAX,
+    "rps_ci95",
+    "rps_cv_pct",
+    Metric.MAX_RPS_AT_SLO,
+    Metric.RSS_GROWTH,
+    "verdict",
+}
 
 
 def columns(rows: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
-    """The columns worth showing for these rows."""
-    return [c for c in COLUMNS if c[1] not in OPTIONAL or any(r.get(c[1]) is not None for r in rows)]
+    """The columns worth showing for these rows (the engine only when another than Locust measured)."""
+    return [c for c in COLUMNS if c[1] not in OPTIONAL or any(r.get(c[1]) not in (None, "locust") for r in rows)]
 
 
 def format_table(rows: list[dict[str, Any]], markdown: bool = False) -> str:

@@ -52,9 +52,15 @@ class Metric(StrEnum):
     P95_DRIFT_R2 = "latency_p95_drift_r2"
     LOADGEN_CPU_AVG = "loadgen_cpu_percent_avg"
     LOADGEN_SATURATED = "loadgen_saturated"  # 0/1
+    LOADGEN_CEILING = "loadgen_ceiling_rps"  # what the engine could drive with all its cores, at this trial's cost
     PARITY_MAX_ABS_DIFF = "parity_max_abs_diff"
     MAX_RPS_AT_SLO = "max_rps_at_slo"  # capacity search
     CAPACITY_STEPS = "capacity_steps"
+    HOST_OTHER_CPU = "host_other_cpu_percent"  # CPU the rest of the machine used during the window (a neighbour)
+    MAX_RPS = "max_rps"  # saturation ramp (h2load): the most throughput any connection count got
+    MAX_RPS_PER_CORE = "max_rps_per_core"  # ... per core the server kept busy there
+    CPU_US_AT_MAX = "server_cpu_us_per_request_at_max"  # ... and its CPU per request at that load
+    SATURATION_STEPS = "saturation_steps"
 
 
 class Flag(StrEnum):
@@ -68,6 +74,7 @@ class Flag(StrEnum):
     NO_REQUESTS = "no_requests"
     NO_RATE_WITHIN_SLO = "no_rate_within_slo"
     LOADGEN_SATURATED_DURING_CAPACITY_SEARCH = "loadgen_saturated_during_capacity_search"
+    CONTENDED = "contended"  # other processes used the machine's CPU during the window
 
 
 TOO_FEW_REQUESTS_PREFIX = "too_few_requests_for_"  # + the percentiles left out: too_few_requests_for_p999
@@ -87,6 +94,9 @@ class Series(StrEnum):
     CAPACITY_RATE = "capacity/rate"
     CAPACITY_RPS = "capacity/rps"
     CAPACITY_P99 = "capacity/p99_ms"
+    SATURATION_CONNECTIONS = "saturation/connections"  # per ramp step
+    SATURATION_RPS = "saturation/rps"
+    SATURATION_CPU = "saturation/server_cpu_percent"
 
 
 TAG_KIND = "servebench.kind"  # "benchmark" (parent) | "trial" (child)

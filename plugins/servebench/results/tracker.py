@@ -42,6 +42,7 @@ from servebench.results.spool import Benchmark
 
 log = logging.getLogger(__name__)
 
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 ARTIFACT_SUFFIXES = {".csv", ".html", ".log", ".json", ".txt", ".hlog"}
 REGISTERED_PREFIX = "servebench-"  # registered model of each model: servebench-<model>
 # An unreachable tracking server should fail an upload in seconds (the spool keeps the result and
@@ -91,14 +92,21 @@ class Tracker:
 
     # -- experiments and the parent run ------------------------------------------------------------
     def experiment_id(self, name: str) -> str:
+        """The experiment's id, created if need be, and tagged as model development: the MLflow UI then opens
+        it on its runs table, not on its GenAI overview (traces and tokens, empty here)."""
         experiment = self._client.get_experiment_by_name(name)
-        if experiment is not None:
-            return str(experiment.experiment_id)
-        location = None
-        if self.uri.startswith("sqlite:") and self.uri == paths.tracking_uri():
-            # The embedded store keeps artifacts beside it, not in ./mlruns of whatever cwd a task has.
-            location = (paths.local_artifact_root() / name).as_uri()
-        return str(self._client.create_experiment(name, artifact_location=location))
+        if experiment is None:
+            location = None
+            if self.uri.startswith("sqlite:") and self.uri == paths.tracking_uri():
+                # The embedded store keeps artifacts beside it, not in ./mlruns of whatever cwd a task has.
+                location = (paths.local_artifact_root() / name).as_uri()
+            experiment_id = str(self._client.create_experiment(name, artifact_location=location, tags=EXPERIMENT_TAGS))
+        else:
+            experiment_id = str(experiment.experiment_id)
+            for key, value in EXPERIMENT_TAGS.items():
+                if experiment.tags.get(key) != value:  # an experiment made before, or by someone else
+                    self._client.set_experiment_tag(experiment_id, key, value)
+        return experiment_id
 
     def open_parent(self, bench: Benchmark) -> str:
         """The parent run of a benchmark: found by its benchmark id when it exists (a re-run, a retried

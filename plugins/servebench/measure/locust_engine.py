@@ -1,0 +1,155 @@
+"""The Locust engine: Locust in child processes (gevent must not patch the harness or an Airflow task), running
+locustfile.py, which records every response in per-second HDR histograms and checks every answer."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from hdrh.histogram import HdrHistogram
+
+from servebench.base import teardown
+from servebench.measure import latency, loadgen
+from servebench.measure.loadgen import LoadgenError, LoadResult, LoadSpec
+
+log = logging.getLogger(__name__)
+
+LOCUSTFILE = Path(__file__).with_name("locustfile.py")
+STOP_SLACK_S = 30.0  # beyond warm-up + ramp-up + duration before the harness gives up on Locust
+
+
+def run(spec: LoadSpec, out_dir: Path, on_started: Callable[[int], None]) -> LoadResult:
+    """One load test by Locust; `on_started` gets its pid (for the resource sampler)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in out_dir.glob("loadgen-*.json"):
+        stale.unlink()
+    (out_dir / "window.json").unlink(missing_ok=True)
+    config = out_dir / "loadgen.json"
+    config.write_text(json.dumps({**asdict(spec), "out_dir": str(out_dir)}))
+    limit = spec.warmup_s + spec.users / spec.spawn_rate + spec.duration_s + STOP_SLACK_S
+    user_class = "ProbeUser" if spec.probe_path else "OpenLoopUser" if spec.mode == "open" else "ClosedLoopUser"
+    cmd = [
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        str(LOCUSTFILE),
+        user_class,
+        "--headless",
+        "--only-summary",
+        "--host",
+        spec.host,
+        "--users",
+        str(spec.users),
+        "--spawn-rate",
+        str(spec.spawn_rate),
+        "--run-time",
+        f"{int(limit)}s",
+        "--stop-timeout",
+        "5",
+        "--exit-code-on-error",
+        "0",
+        "--csv",
+        str(out_dir / "locust"),
+        "--html",
+        str(out_dir / "locust.html"),
+        "--loglevel",
+        "WARNING",
+    ]
+    if spec.processes > 1:
+        cmd += ["--processes", str(spec.processes)]
+    env = {"SERVEBENCH_LOADGEN_CONFIG": str(config), "PYTHONUNBUFFERED": "1", **teardown.owner_mark()}
+    proc = subprocess.Popen(
+        cmd,
+        env={**_base_env(), **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        preexec_fn=(lambda: os.sched_setaffinity(0, spec.cpus)) if spec.cpus else None,
+    )
+    token = teardown.register(f"Locust (process group {proc.pid})", lambda: _kill(proc))
+    on_started(proc.pid)
+    output: list[str] = []
+    reader = threading.Thread(target=_relay, args=(proc, output), daemon=True)
+    reader.start()
+    try:
+        code = proc.wait(timeout=limit + STOP_SLACK_S)
+    except subprocess.TimeoutExpired:
+        raise LoadgenError(f"Locust did not finish within {limit + STOP_SLACK_S:.0f}s:\n" + _tail(output)) from None
+    finally:
+        _kill(proc)  # its whole group, whatever ended the wait (a time-out, a signal, an exception)
+        teardown.unregister(token)
+        reader.join(timeout=5)
+    if code != 0:
+        raise LoadgenError(f"Locust exited with code {code}:\n" + _tail(output))
+    window_file = out_dir / "window.json"
+    if not window_file.exists():
+        raise LoadgenError(
+            "Locust stopped before the measured window ended (all users never started?):\n" + _tail(output)
+        )
+    window = json.loads(window_file.read_text())
+    parts = [json.loads(p.read_text()) for p in sorted(out_dir.glob("loadgen-*.json"))]
+    if not parts:
+        raise LoadgenError("Locust wrote no results:\n" + _tail(output))
+    per_second = _window_seconds(window, parts)
+    failures: Counter[int] = Counter()
+    reasons: Counter[str] = Counter()
+    warmup = 0
+    for part in parts:
+        for key, second in part["seconds"].items():
+            if int(key) < window["start"]:
+                warmup += latency.histogram_count(second["histogram"])
+            elif int(key) < window["end"]:
+                failures[int(key)] += second["failures"]
+                reasons.update(second["reasons"])
+    return loadgen.result(
+        window["start"], window["end"], per_second, failures, reasons, warmup, window["locust"], out_dir
+    )
+
+
+def _window_seconds(window: dict[str, Any], parts: list[dict[str, Any]]) -> dict[int, HdrHistogram]:
+    """The window's per-second histograms, merged over the processes."""
+    encoded: dict[int, list[str]] = {}
+    for part in parts:
+        for key, second in part["seconds"].items():
+            if window["start"] <= int(key) < window["end"]:
+                encoded.setdefault(int(key), []).append(second["histogram"])
+    return {second: latency.merge(items) for second, items in encoded.items()}
+
+
+def _kill(proc: subprocess.Popen[str]) -> None:
+    """SIGKILL Locust's process group (its --processes workers too); nothing to do once it has exited."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def _base_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "MLFLOW"))}
+
+
+def _relay(proc: subprocess.Popen[str], output: list[str]) -> None:
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        line = line.rstrip()
+        output.append(line)
+        if line.startswith("[load]"):
+            log.info("%s", line)
+        elif line:
+            log.debug("locust: %s", line)
+
+
+def _tail(lines: list[str], n: int = 30) -> str:
+    return "\n".join(lines[-n:])
