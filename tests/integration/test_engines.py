@@ -48,7 +48,7 @@ def test_h2load_reads_a_known_service_time_to_a_tenth_of_a_millisecond(
                     users=1,
                     spawn_rate=1,
                     duration_s=2,
-                    warmup_s=0.5,
+                    warmup_s=0.3,
                     cpus=loadgen_cpus,
                     engine="h2load",
                 ),

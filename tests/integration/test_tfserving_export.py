@@ -14,6 +14,7 @@ from servebench.models.recipes import MODEL_NAMES
 from servebench.servers import build, contract, manifest
 
 
+@pytest.mark.full  # TensorFlow in its own venv, 20 s a model; the image it feeds is not here (tests/container)
 @pytest.mark.parametrize("model", MODEL_NAMES)
 def test_the_saved_model_matches_the_reference(model: str) -> None:
     built = build.build(manifest.get("tfserving"))

@@ -181,7 +181,7 @@ def _measure(
         if settings.capacity and server.exit_code() is None:
             _search_capacity(spec, figures, flags, series, load_test, out_dir)
         if engine == "h2load" and server.exit_code() is None:
-            _saturate(spec, figures, series, load_test)
+            _saturate(spec, measured[-1].figures, figures, series, load_test)
         exit_during_load = server.exit_code()
     finally:
         stop = server.stop()
@@ -295,28 +295,30 @@ SATURATION_STEP_S = 2.0
 
 def _saturate(
     spec: TrialSpec,
+    window: dict[str, float],
     figures: dict[str, float],
     series: dict[str, list[tuple[int, float]]],
     load_test: Callable[..., _Measured],
 ) -> None:
-    """Capacity per core at saturation (closed loop, native engine): connections doubled from the trial's until
-    throughput stops growing (bounded); the best step gives max_rps, max_rps_per_core and the CPU per
-    request at that load. Per-request CPU differs several-fold between light and saturating load, so this is
-    the figure servers are compared by when they are not compared at the same load."""
+    """Capacity per core at saturation (closed loop, native engine): from the trial's own window (its last
+    repeat, the first step), connections are doubled until throughput stops growing (bounded); the best step
+    gives max_rps, max_rps_per_core and the CPU per request at that load. Per-request CPU differs several-fold
+    between light and saturating load, so this is the figure servers are compared by when they are not
+    compared at the same load."""
     steps: list[tuple[int, float, float, float]] = []  # connections, rps, server CPU %, CPU µs per request
-    connections = spec.users
-    while connections <= SATURATION_MAX_CONNECTIONS:
-        m = load_test(f"saturation-{len(steps) + 1}", "closed", None, SATURATION_STEP_S, users=connections)
-        if m.figures.get(Metric.ERROR_RATE, 0.0) > 0.001:
-            break  # errors: the server is past what it can take, not saturated cleanly
-        rps, cpu = m.figures[Metric.RPS], m.figures.get(Metric.SERVER_CPU_AVG, 0.0)
-        steps.append((connections, rps, cpu, m.figures.get(Metric.CPU_US_PER_REQUEST, 0.0)))
+    connections, step = spec.users, window
+    while step.get(Metric.ERROR_RATE, 0.0) <= 0.001:  # errors: past what the server can take, not saturated
+        rps, cpu = step[Metric.RPS], step.get(Metric.SERVER_CPU_AVG, 0.0)
+        steps.append((connections, rps, cpu, step.get(Metric.CPU_US_PER_REQUEST, 0.0)))
         log.info(
             "trial %s: saturation step, %d connections: %.0f rps, %.0f%% CPU", spec.run_name, connections, rps, cpu
         )
-        if len(steps) > 1 and rps < steps[-2][1] * (1 + SATURATION_GROWTH):
-            break
         connections *= 2
+        if (
+            len(steps) > 1 and rps < steps[-2][1] * (1 + SATURATION_GROWTH)
+        ) or connections > SATURATION_MAX_CONNECTIONS:
+            break
+        step = load_test(f"saturation-{len(steps)}", "closed", None, SATURATION_STEP_S, users=connections).figures
     if not steps:
         return
     best = max(steps, key=lambda s: s[1])
