@@ -27,6 +27,7 @@ BAD_REQUESTS = [
 ]
 
 
+@pytest.mark.default_tier_servers("fastapi", "fastapi-gunicorn", "flask", "bentoml", "cpp")  # Ray's cluster: 20 s
 def test_server_answers_right_and_rejects_bad_input(start_server, exports, shipped_server: str) -> None:
     answers_right_and_rejects_bad_input(start_server, exports, shipped_server, 1)
 

@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 
 H2LOAD = "h2load"
 BODY_STREAMS = 4  # h2load processes, each with its own request body (and its share of the connections)
-START_SLACK_S = 1.0  # connections are up within this after launch; the window starts after it and the warm-up
+START_SLACK_S = 0.5  # connections are up within this after launch; the window starts after it and the warm-up
 NEVER_REACHED = 10**9  # requests: h2load is stopped long before it sends this many
 
 

@@ -290,7 +290,7 @@ def _search_capacity(
 
 SATURATION_GROWTH = 0.05  # a doubling of connections that adds less throughput than this: saturated
 SATURATION_MAX_CONNECTIONS = 512
-SATURATION_STEP_S = 2.0
+SATURATION_STEP_S = 2.0  # at most: never longer than the trial's own window
 
 
 def _saturate(
@@ -318,7 +318,8 @@ def _saturate(
             len(steps) > 1 and rps < steps[-2][1] * (1 + SATURATION_GROWTH)
         ) or connections > SATURATION_MAX_CONNECTIONS:
             break
-        step = load_test(f"saturation-{len(steps)}", "closed", None, SATURATION_STEP_S, users=connections).figures
+        seconds = min(SATURATION_STEP_S, spec.settings.duration)
+        step = load_test(f"saturation-{len(steps)}", "closed", None, seconds, users=connections).figures
     if not steps:
         return
     best = max(steps, key=lambda s: s[1])
