@@ -72,7 +72,8 @@ def main() -> None:
             rps, cpu = ceiling(engine, processes, args, Path(tmp) / f"ceiling-{engine}-{processes}")
             ceilings[engine, processes] = rps
             name = f"{engine}, {processes} process(es)" if engine == "locust" else engine
-            print(f"{name:30} {rps:8.0f} {cpu:6.0f} {rps / (cpu / 100.0):9.0f}")
+            per_core = f"{rps / (cpu / 100.0):9.0f}" if cpu > 0 else f"{'-':>9}"  # too short a run to sample it
+            print(f"{name:30} {rps:8.0f} {cpu:6.0f} {per_core}")
         print(f"ceiling ratio h2load / locust (1 process): {ceilings['h2load', 1] / ceilings['locust', 1]:.1f}")
         print(
             f"\n{f'framework ({args.model}, w1), /predict':30} {'locust':>8} {'h2load':>8} {'ratio':>6}  "

@@ -58,7 +58,7 @@ def test_h2load_reads_a_known_service_time_to_a_tenth_of_a_millisecond(
             print(f"{name}: h2load p50 {p50[name]:.3f} ms over {load.requests} requests")
             assert load.failures == 0 and load.requests > 500 and load.window_s == 2
         differences.append(p50["paced"] - p50["instant"])
-        assert p50["instant"] < 0.5  # h2load's own round trip is a fraction of Locust's
+        assert p50["instant"] < 1.0  # the floor itself is sub-millisecond (about 0.25 ms here, Locust's about 0.5)
     print(f"paced - instant: {differences} ms")
     assert statistics.median(differences) == pytest.approx(2.0, abs=0.1)
 
