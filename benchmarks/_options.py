@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
+
+from servebench.config.spec import TrialSpec
 
 
 def parser(doc: str | None, users: int = 20, duration: float = 15.0) -> argparse.ArgumentParser:
@@ -21,3 +24,18 @@ def parse(parser: argparse.ArgumentParser) -> argparse.Namespace:
     logging.basicConfig(level=logging.WARNING)
     print(f"{args.users} users, {args.duration:g}s measured after {args.warmup:g}s warm-up")
     return args
+
+
+def trial(args: argparse.Namespace, framework: str, workers: int, **settings: Any) -> TrialSpec:
+    """One trial of `framework` under the benchmark's load (its model, users, duration, warm-up), one repeat."""
+    return TrialSpec.of(
+        args.model,
+        framework,
+        workers,
+        args.users,
+        spawn_rate=float(args.users),
+        duration=args.duration,
+        warmup=args.warmup,
+        repeats=1,
+        **settings,
+    )

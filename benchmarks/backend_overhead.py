@@ -14,7 +14,6 @@ import tempfile
 from pathlib import Path
 
 import _options
-from servebench.config.spec import TrialSpec
 from servebench.measure.trial import run_trial
 from servebench.models.export import export_model
 
@@ -41,17 +40,8 @@ def main() -> None:
         for framework in args.frameworks.split(","):
             results = {}
             for backend in ("local", "docker"):
-                spec = TrialSpec.of(
-                    args.model,
-                    framework,
-                    args.workers,
-                    args.users,
-                    spawn_rate=float(args.users),
-                    duration=args.duration,
-                    warmup=args.warmup,
-                    backend=backend,
-                    cpuset=args.cpuset if backend == "docker" else None,
-                    repeats=1,
+                spec = _options.trial(
+                    args, framework, args.workers, backend=backend, cpuset=args.cpuset if backend == "docker" else None
                 )
                 results[backend] = run_trial(spec, export_model(args.model), Path(tmp) / spec.key)
             failed = [f"{b}: {r.reason}" for b, r in results.items() if not r.ok]

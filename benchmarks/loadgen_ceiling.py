@@ -17,7 +17,6 @@ import tempfile
 from pathlib import Path
 
 import _options
-from servebench.config.spec import TrialSpec
 from servebench.measure import loadgen
 from servebench.measure.sampler import ResourceSampler
 from servebench.measure.trial import run_trial
@@ -82,18 +81,7 @@ def main() -> None:
         for framework in args.frameworks.split(","):
             figures, flags, costs = {}, {}, {}
             for engine in ("locust", "h2load"):
-                spec = TrialSpec.of(
-                    args.model,
-                    framework,
-                    1,
-                    args.users,
-                    spawn_rate=float(args.users),
-                    duration=args.duration,
-                    warmup=args.warmup,
-                    repeats=1,
-                    loadgen=engine,
-                    cpu_split=args.cpu_split,
-                )
+                spec = _options.trial(args, framework, 1, loadgen=engine, cpu_split=args.cpu_split)
                 result = run_trial(spec, export_model(args.model), Path(tmp) / spec.key)
                 if not result.ok:
                     print(f"{framework:30} {engine} failed: {result.reason}")

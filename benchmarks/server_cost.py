@@ -14,7 +14,6 @@ from pathlib import Path
 
 import _options
 from servebench.base import paths
-from servebench.config.spec import TrialSpec
 from servebench.measure.trial import run_trial
 from servebench.models.export import export_model
 from servebench.servers import manifest
@@ -52,16 +51,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="servebench-bench-") as tmp:
         for framework in args.frameworks.split(","):
             for workers in (int(w) for w in args.workers.split(",")):
-                spec = TrialSpec.of(
-                    args.model,
-                    framework,
-                    workers,
-                    args.users,
-                    spawn_rate=float(args.users),
-                    duration=args.duration,
-                    warmup=args.warmup,
-                    repeats=1,
-                )
+                spec = _options.trial(args, framework, workers)
                 result = run_trial(spec, export_model(args.model), Path(tmp) / spec.key)
                 m = result.metrics
                 if not result.ok:
