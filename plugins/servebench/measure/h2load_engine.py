@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import math
 import os
 import shlex
@@ -43,8 +42,6 @@ from servebench.base import teardown
 from servebench.measure import latency, loadgen
 from servebench.measure.loadgen import LoadgenError, LoadResult, LoadSpec
 from servebench.servers.contract import RequestGenerator, wire
-
-log = logging.getLogger(__name__)
 
 H2LOAD = "h2load"
 BODY_STREAMS = 4  # h2load processes, each with its own request body (and its share of the connections)

@@ -76,6 +76,13 @@ def run(spec: LoadSpec, out_dir: Path, on_started: Callable[[int], None] = lambd
     return engine(spec, out_dir, on_started)
 
 
+def processes(spec: LoadSpec) -> int:
+    """How many processes the spec's engine runs (each can keep at most one core busy)."""
+    from servebench.measure import h2load_engine
+
+    return h2load_engine.streams(spec.users) if spec.engine == "h2load" else spec.processes
+
+
 def result(
     start: int,
     end: int,

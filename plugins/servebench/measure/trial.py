@@ -20,7 +20,7 @@ from pathlib import Path
 
 from servebench.base import placement, teardown
 from servebench.config.spec import TrialSpec
-from servebench.measure import aggregate, capacity, h2load_engine, loadgen, metrics
+from servebench.measure import aggregate, capacity, loadgen, metrics
 from servebench.measure.sampler import MachineProbe, ResourceSampler, Sample, wait_for_quiet
 from servebench.models.export import ExportedModel
 from servebench.results.records import REPEAT_PREFIX, Flag, Metric, Series, TrialResult
@@ -102,7 +102,6 @@ def _measure(
         (out_dir / "server_packages.txt").write_text(server.packages)
 
     engine = spec.engine
-    processes = settings.loadgen_processes if engine == "locust" else h2load_engine.streams(spec.users)
     context["loadgen_engine"] = engine
 
     def load_test(folder: str, mode: str, rate: float | None, duration_s: float, users: int = spec.users) -> _Measured:
@@ -136,7 +135,7 @@ def _measure(
             load,
             server_samples,
             sampler.series("loadgen", load.window_start, load.window_end),
-            where.loadgen_cores(processes),
+            where.loadgen_cores(loadgen.processes(load_spec)),  # h2load's processes grow with the ramp's connections
             sampler.series("machine", load.window_start, load.window_end),
         )
         figures[Metric.WARMUP_REQUESTS] = float(load.warmup_requests)
@@ -307,6 +306,7 @@ def _saturate(
     compared at the same load."""
     steps: list[tuple[int, float, float, float]] = []  # connections, rps, server CPU %, CPU µs per request
     connections, step = spec.users, window
+    seconds = min(SATURATION_STEP_S, spec.settings.duration)
     while step.get(Metric.ERROR_RATE, 0.0) <= 0.001:  # errors: past what the server can take, not saturated
         rps, cpu = step[Metric.RPS], step.get(Metric.SERVER_CPU_AVG, 0.0)
         steps.append((connections, rps, cpu, step.get(Metric.CPU_US_PER_REQUEST, 0.0)))
@@ -318,7 +318,6 @@ def _saturate(
             len(steps) > 1 and rps < steps[-2][1] * (1 + SATURATION_GROWTH)
         ) or connections > SATURATION_MAX_CONNECTIONS:
             break
-        seconds = min(SATURATION_STEP_S, spec.settings.duration)
         step = load_test(f"saturation-{len(steps)}", "closed", None, seconds, users=connections).figures
     if not steps:
         return
