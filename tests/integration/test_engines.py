@@ -4,7 +4,6 @@ burns CPU during a trial."""
 
 from __future__ import annotations
 
-import os
 import statistics
 import subprocess
 import sys
@@ -16,13 +15,13 @@ from mlflow.tracking import MlflowClient
 
 from servebench import pipeline
 from servebench.config.spec import TrialSpec
-from servebench.measure import h2load_engine, latency, loadgen, trial
+from servebench.measure import h2load_engine, trial
 from servebench.measure.trial import run_trial
 from servebench.models.export import ExportedModel
 from servebench.results.records import Flag, Metric
 from servebench.results.tracker import Tracker
 
-from .test_measurement import _started
+from .test_measurement import known_service_time
 
 pytestmark = pytest.mark.skipif(bool(h2load_engine.available()), reason=h2load_engine.available() or "")
 
@@ -30,36 +29,8 @@ pytestmark = pytest.mark.skipif(bool(h2load_engine.available()), reason=h2load_e
 def test_h2load_reads_a_known_service_time_to_a_tenth_of_a_millisecond(
     start_server, exports: dict[str, ExportedModel], tmp_path: Path
 ) -> None:
-    """The same check as Locust's (test_measurement.py): paced answers after 2.0 ms of work, instant after none;
-    the difference of their p50s is the work, whatever the engine's own round trip. Both servers are up before
-    either is measured, and they are measured back to back three times (the median difference is checked):
-    this VM's round trip drifts by a tenth of a millisecond over tens of seconds."""
-    meta = str(exports["lr"].meta_path)
-    server_cpu, loadgen_cpus = ("1", (0,)) if (os.cpu_count() or 1) >= 2 else (None, ())
-    servers = {name: _started(start_server, name, server_cpu) for name in ("instant", "paced")}
-    differences = []
-    for round_ in range(3):
-        p50 = {}
-        for name, server in servers.items():
-            load = loadgen.run(
-                loadgen.LoadSpec(
-                    server.base_url,
-                    meta,
-                    users=1,
-                    spawn_rate=1,
-                    duration_s=2,
-                    warmup_s=0.3,
-                    cpus=loadgen_cpus,
-                    engine="h2load",
-                ),
-                tmp_path / f"{name}-{round_}",
-            )
-            p50[name] = latency.figures_ms(load.histogram)[0]["latency_ms_p50"]
-            print(f"{name}: h2load p50 {p50[name]:.3f} ms over {load.requests} requests")
-            assert load.failures == 0 and load.requests > 500 and load.window_s == 2
-        differences.append(p50["paced"] - p50["instant"])
-        assert p50["instant"] < 1.0  # the floor itself is sub-millisecond (about 0.25 ms here, Locust's about 0.5)
-    print(f"paced - instant: {differences} ms")
+    """The same check as Locust's (test_measurement.py), through the native engine."""
+    differences, _ = known_service_time(start_server, exports, tmp_path, "h2load", warmup_s=0.3)
     # Within 0.03 ms of the truth on a quiet host (2.016, 1.991, 1.973 in one run); on a busy shared one the idle
     # client's wake-ups add up to 0.2 ms to the paced server's round trip alone, so CI holds it to Locust's bound.
     assert statistics.median(differences) == pytest.approx(2.0, abs=0.3)
