@@ -74,7 +74,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark each test by its folder, so `-m unit` / `-m integration` / `-m e2e` select suites."""
     for item in items:
-        for marker in ("unit", "integration", "e2e", "container", "browser"):
+        for marker in ("unit", "integration", "e2e", "container", "browser", "lab"):
             if f"{os.sep}{marker}{os.sep}" in str(item.fspath):
                 item.add_marker(getattr(pytest.mark, marker))
 
@@ -93,6 +93,15 @@ def servebench_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def exports(servebench_home: Path) -> dict[str, Any]:
+    """Every built-in model, trained and exported once per session (ExportedModel by name)."""
+    from servebench.models.export import export_model
+    from servebench.models.recipes import MODEL_NAMES
+
+    return {name: export_model(name) for name in MODEL_NAMES}
 
 
 def _ours(roots: set[str]) -> dict[int, str]:

@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import signal
+import socket
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -124,6 +125,15 @@ def _parser() -> argparse.ArgumentParser:
         "(exit 1 unless it succeeded)",
     )
 
+    worker = sub.add_parser(
+        "load-worker",
+        help="on a load host: serve a benchmark's load tests as Locust workers until its master is gone",
+    )
+    worker.add_argument("--master", required=True, metavar="HOST:PORT", help="the benchmark's Locust master")
+    worker.add_argument("--name", default=socket.gethostname(), help="this load host's name in the results")
+    worker.add_argument("--processes", type=int, default=1, help="Locust processes (each up to one core)")
+    worker.add_argument("--idle", type=float, default=60.0, help="seconds without a master before ending (default 60)")
+
     show = sub.add_parser("summary", help="print the comparison table of a logged benchmark run")
     show.add_argument("run_id", nargs="?", help="parent run id (default: the latest in the experiment)")
     show.add_argument("--experiment", default="servebench")
@@ -152,6 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "report": _report,
             "compare": _compare,
             "airflow": _airflow,
+            "load-worker": _load_worker,
         }
         return commands[args.command](args)
     except (ParamsError, ManifestError, ImageError) as exc:
@@ -331,6 +342,16 @@ def _airflow(args: argparse.Namespace) -> int:
     except AirflowFailed as exc:
         print(f"servebench: {exc}", file=sys.stderr)
         return 1
+
+
+def _load_worker(args: argparse.Namespace) -> int:
+    from servebench.measure import locust_engine
+
+    if ":" not in args.master:
+        print(f"servebench: --master {args.master!r} is not HOST:PORT", file=sys.stderr)
+        return 2
+    locust_engine.worker(args.master, args.name, args.processes, args.idle)
+    return 0
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -196,6 +196,7 @@ def needs_native_engine(result: TrialResult) -> bool:
         and result.ok
         and Flag.LOADGEN_SATURATED in result.flags
         and s.load == "closed"
+        and not s.load_hosts  # h2load would measure from this machine what the load hosts were there to spare
         and not s.capacity
         and not s.soak_minutes
     )

@@ -5,17 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from servebench.models.export import ExportedModel, export_model
-from servebench.models.recipes import MODEL_NAMES
 from servebench.servers import manifest
 from servebench.servers.readiness import wait_ready
 from servebench.servers.runner.base import ServerHandle
 from servebench.servers.runner.local import LocalProcessRunner
-
-
-@pytest.fixture(scope="session")
-def exports(servebench_home: Path) -> dict[str, ExportedModel]:
-    return {name: export_model(name) for name in MODEL_NAMES}
 
 
 @pytest.fixture

@@ -144,7 +144,23 @@ class BenchmarkParams(BaseModel):
         ge=1,
         le=64,
         title="Load-generator processes",
-        description="Locust processes (--processes): more cores for the load generator.",
+        description="Locust processes (--processes), on each load host if any: more cores for the load generator.",
+        json_schema_extra=_section(LOAD),
+    )
+    load_hosts: list[Annotated[str, Field(pattern=r"^[\w.-]+$")]] = Field(
+        default=[],
+        title="Load hosts",
+        description="Hosts that run the load instead of this machine: each runs `servebench load-worker --master "
+        "<loadgen_master> --name <host>` (or is a Celery queue of the same name), and a trial waits for "
+        "loadgen_processes Locust workers from each. Empty: the load generator runs here.",
+        json_schema_extra=_section(LOAD),
+    )
+    loadgen_master: str = Field(
+        default="127.0.0.1:5557",
+        pattern=r"^[\w.-]+:\d{1,5}$",
+        title="Locust master address",
+        description="With load hosts: the address (host:port) where each trial's Locust master listens for their "
+        "workers; it must be reachable from them.",
         json_schema_extra=_section(LOAD),
     )
     request_timeout: float = Field(
@@ -253,7 +269,7 @@ class BenchmarkParams(BaseModel):
             raise ValueError(f"unknown framework(s) {unknown}; known: {known}")
         return value
 
-    @field_validator("models", "frameworks", "workers", "users")
+    @field_validator("models", "frameworks", "workers", "users", "load_hosts")
     @classmethod
     def _no_repeats(cls, value: list[Any]) -> list[Any]:
         if len(set(value)) != len(value):
@@ -272,6 +288,10 @@ class BenchmarkParams(BaseModel):
             raise ValueError(
                 "loadgen h2load measures closed loop only: it times an open-loop request from when it was sent, "
                 "not from when it was due, which hides a stalled server's queue; use locust or auto"
+            )
+        if self.load_hosts and self.loadgen == "h2load":
+            raise ValueError(
+                "load_hosts spread Locust over hosts; h2load runs on this machine only: use locust or auto"
             )
         if self.soak_minutes is not None and self.capacity:
             raise ValueError("soak_minutes and capacity are two different runs: choose one")

@@ -40,8 +40,11 @@ class TrialSpec:
 
     @property
     def _where(self) -> str:
-        return ("" if self.settings.backend == "local" else f"-{self.settings.backend}") + (
-            "-h2load" if self.engine == "h2load" else ""
+        hosts = len(self.settings.load_hosts)
+        return (
+            ("" if self.settings.backend == "local" else f"-{self.settings.backend}")
+            + ("-h2load" if self.engine == "h2load" else "")
+            + (f"-lh{hosts}" if hosts else "")
         )
 
     @property

@@ -42,10 +42,20 @@ class LoadSpec:
     mode: str = "closed"  # "closed" | "open"
     rate: float | None = None  # open loop: target requests per second, over all processes
     arrival: str = "poisson"  # open loop: "poisson" | "constant"
-    processes: int = 1  # Locust processes (--processes): more than one core for the load generator
+    processes: int = 1  # Locust processes (--processes), on each load host if any: one core each at most
     cpus: tuple[int, ...] = ()  # CPUs the load generator is pinned to; () = not pinned
     probe_path: str | None = None  # GET this path (closed loop) instead of predicting: the harness's own ceiling
     engine: str = "locust"  # "locust" | "h2load"
+    # Locust across load hosts: the master runs here, listening on master_bind:master_port, and waits at most
+    # worker_wait_s for `processes` workers from each named load host (`servebench load-worker` there).
+    load_hosts: tuple[str, ...] = ()  # () = the load generator runs here alone
+    master_bind: str = "127.0.0.1"
+    master_port: int = 5557
+    worker_wait_s: float = 20.0
+
+    @property
+    def total_processes(self) -> int:
+        return self.processes * max(1, len(self.load_hosts))
 
 
 @dataclass(frozen=True)
@@ -61,6 +71,9 @@ class LoadResult:
     failure_reasons: list[tuple[str, int]]
     warmup_requests: int
     locust: dict[str, float]  # Locust's own (rounded) figures over about the same window; {} for other engines
+    # Under a Locust master: each worker's host, pid, requests (merged / Locust's count), CPU % over the window
+    workers: tuple[dict[str, Any], ...] = ()
+    invalid: str | None = None  # why the figures cannot be trusted (a worker lost, responses missing)
 
     @property
     def window_s(self) -> float:
@@ -80,7 +93,7 @@ def processes(spec: LoadSpec) -> int:
     """How many processes the spec's engine runs (each can keep at most one core busy)."""
     from servebench.measure import h2load_engine
 
-    return h2load_engine.streams(spec.users) if spec.engine == "h2load" else spec.processes
+    return h2load_engine.streams(spec.users) if spec.engine == "h2load" else spec.total_processes
 
 
 def result(
@@ -92,6 +105,8 @@ def result(
     warmup_requests: int,
     locust: dict[str, float],
     out_dir: Path,
+    workers: tuple[dict[str, Any], ...] = (),
+    invalid: str | None = None,
 ) -> LoadResult:
     """The window [start, end) of whole seconds from an engine's per-second histograms (merged over its
     processes) and failures; writes the histogram log and percentile distribution beside the test."""
@@ -116,4 +131,6 @@ def result(
         failure_reasons=reasons.most_common(10),
         warmup_requests=warmup_requests,
         locust=locust,
+        workers=workers,
+        invalid=invalid,
     )

@@ -1,5 +1,9 @@
 """The Locust engine: Locust in child processes (gevent must not patch the harness or an Airflow task), running
-locustfile.py, which records every response in per-second HDR histograms and checks every answer."""
+locustfile.py, which records every response in per-second HDR histograms and checks every answer.
+
+Alone, or as Locust's master: with `--processes` its workers are local; with load hosts, they are
+`servebench load-worker` processes there (`worker` below), which connect to this master, take the test's
+settings from it, and send it their histograms."""
 
 from __future__ import annotations
 
@@ -8,9 +12,11 @@ import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict
@@ -35,9 +41,13 @@ def run(spec: LoadSpec, out_dir: Path, on_started: Callable[[int], None]) -> Loa
     for stale in out_dir.glob("loadgen-*.json"):
         stale.unlink()
     (out_dir / "window.json").unlink(missing_ok=True)
-    config = out_dir / "loadgen.json"
-    config.write_text(json.dumps({**asdict(spec), "out_dir": str(out_dir)}))
+    (out_dir / "workers.json").unlink(missing_ok=True)
+    meta = json.loads(Path(spec.meta_path).read_text())
+    config = {**asdict(spec), "meta": meta, "out_dir": str(out_dir), "load_processes": spec.total_processes}
+    (out_dir / "loadgen.json").write_text(json.dumps(config))
     limit = spec.warmup_s + spec.users / spec.spawn_rate + spec.duration_s + STOP_SLACK_S
+    if spec.load_hosts:
+        limit += spec.worker_wait_s
     user_class = "ProbeUser" if spec.probe_path else "OpenLoopUser" if spec.mode == "open" else "ClosedLoopUser"
     cmd = [
         sys.executable,
@@ -66,10 +76,24 @@ def run(spec: LoadSpec, out_dir: Path, on_started: Callable[[int], None]) -> Loa
         str(out_dir / "locust.html"),
         "--loglevel",
         "WARNING",
+        "--servebench-config",
+        json.dumps(config),
     ]
-    if spec.processes > 1:
+    if spec.load_hosts:
+        cmd += [
+            "--master",
+            "--master-bind-host",
+            spec.master_bind,
+            "--master-bind-port",
+            str(spec.master_port),
+            "--expect-workers",
+            str(spec.total_processes),
+            "--expect-workers-max-wait",
+            str(int(spec.worker_wait_s)),
+        ]
+    elif spec.processes > 1:
         cmd += ["--processes", str(spec.processes)]
-    env = {"SERVEBENCH_LOADGEN_CONFIG": str(config), "PYTHONUNBUFFERED": "1", **teardown.owner_mark()}
+    env = {"PYTHONUNBUFFERED": "1", **teardown.owner_mark()}
     proc = subprocess.Popen(
         cmd,
         env={**_base_env(), **env},
@@ -92,6 +116,8 @@ def run(spec: LoadSpec, out_dir: Path, on_started: Callable[[int], None]) -> Loa
         _kill(proc)  # its whole group, whatever ended the wait (a time-out, a signal, an exception)
         teardown.unregister(token)
         reader.join(timeout=5)
+    if code != 0 and spec.load_hosts and any("Gave up waiting for workers" in line for line in output):
+        raise LoadgenError(_missing_workers(spec, out_dir))
     if code != 0:
         raise LoadgenError(f"Locust exited with code {code}:\n" + _tail(output))
     window_file = out_dir / "window.json"
@@ -114,9 +140,81 @@ def run(spec: LoadSpec, out_dir: Path, on_started: Callable[[int], None]) -> Loa
             elif int(key) < window["end"]:
                 failures[int(key)] += second["failures"]
                 reasons.update(second["reasons"])
+    if window.get("invalid"):
+        log.error("load test invalid: %s", window["invalid"])
     return loadgen.result(
-        window["start"], window["end"], per_second, failures, reasons, warmup, window["locust"], out_dir
+        window["start"],
+        window["end"],
+        per_second,
+        failures,
+        reasons,
+        warmup,
+        window["locust"],
+        out_dir,
+        workers=tuple(window.get("workers", ())),
+        invalid=window.get("invalid"),
     )
+
+
+def _missing_workers(spec: LoadSpec, out_dir: Path) -> str:
+    """Which load hosts' workers never connected, from the hosts the master heard from."""
+    listed = out_dir / "workers.json"
+    connected = json.loads(listed.read_text())["connected"] if listed.exists() else []
+    missing = Counter(dict.fromkeys(spec.load_hosts, spec.processes))
+    missing.subtract(Counter(connected))
+    absent = sorted(host for host, n in missing.items() if n > 0)
+    return (
+        f"load host(s) {', '.join(absent)} sent no Locust worker to {spec.master_bind}:{spec.master_port} within "
+        f"{spec.worker_wait_s:.0f} s ({spec.processes} expected from each of {', '.join(spec.load_hosts)}; "
+        f"connected: {', '.join(connected) or 'none'}); start `servebench load-worker` there"
+    )
+
+
+def worker(master: str, host: str, processes: int = 1, idle_s: float = 60.0) -> int:
+    """Serve load tests as Locust workers for the master at `master` (host:port), one test after another, until no
+    master has been reachable for `idle_s` (a trial's masters come and go between its load tests). Returns the
+    number of tests served. `host` names this load host in the results."""
+    address, _, port = master.rpartition(":")
+    served, idle_since = 0, time.monotonic()
+    while time.monotonic() - idle_since < idle_s:
+        if not _reachable(address, int(port)):
+            time.sleep(0.5)
+            continue
+        cmd = [
+            sys.executable,
+            "-m",
+            "locust",
+            "-f",
+            str(LOCUSTFILE),
+            "--worker",
+            "--master-host",
+            address,
+            "--master-port",
+            port,
+            "--servebench-host",
+            host,
+            "--loglevel",
+            "WARNING",
+        ]
+        if processes > 1:
+            cmd += ["--processes", str(processes)]
+        log.info("load worker %s: joining the master at %s", host, master)
+        proc = subprocess.run(cmd, env={**_base_env(), "PYTHONUNBUFFERED": "1"}, check=False)
+        if proc.returncode == 0:
+            served += 1
+        else:
+            log.warning("load worker %s: Locust exited with code %d", host, proc.returncode)
+        idle_since = time.monotonic()
+        while _reachable(address, int(port)) and time.monotonic() - idle_since < idle_s:
+            time.sleep(0.2)  # the test's master is still closing: the next test needs a new one
+    log.info("load worker %s: no master for %.0f s after %d test(s); done", host, idle_s, served)
+    return served
+
+
+def _reachable(address: str, port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection((address, port), timeout=0.5):
+        return True
+    return False
 
 
 def _window_seconds(window: dict[str, Any], parts: list[dict[str, Any]]) -> dict[int, HdrHistogram]:

@@ -1,9 +1,16 @@
-"""The Locust side of a load test; runs only inside the Locust processes started by servebench.measure.loadgen.
+"""The Locust side of a load test; runs only inside the Locust processes started by servebench.measure.loadgen
+(locust_engine.py) and by `servebench load-worker` on load hosts.
 
-Each process records every response's latency in microsecond HDR histograms, one per wall-clock second
-(servebench.latency), and writes them at the end; the harness merges the seconds of the measured
-window. The controller (the only process, or the master under --processes) decides that window: it
-starts on a whole second after the warm-up once every user runs, lasts whole seconds, and ends the test.
+Each process that runs users records every response's latency in microsecond HDR histograms, one per
+wall-clock second (servebench.latency). A lone process writes them at the end; under a master (`--processes`
+or workers on other hosts) each worker sends every completed second to the master with Locust's message
+API as it goes, and a final delta at stop; the master merges them exactly, checks the merged count against
+Locust's own, and writes them where a lone process would. The controller (the only process, or the master)
+decides the measured window: it starts on a whole second after the warm-up once every user runs, lasts
+whole seconds, and ends the test.
+
+The test's settings travel as one custom argument (`--servebench-config`, JSON), which Locust's master sends
+to its workers with every spawn message, so a worker on another host needs only servebench installed.
 
 Two kinds of load:
 - closed loop (ClosedLoopUser): each user sends its next request when the previous one is answered;
@@ -20,25 +27,57 @@ import json
 import math
 import os
 import random
+import socket
 import time
 from collections import Counter, defaultdict
-from pathlib import Path
 from typing import Any
 
 import gevent
+import psutil
 from locust import FastHttpUser, constant, events, task
-from locust.runners import WorkerRunner
+from locust.runners import MasterRunner, WorkerRunner
 
 from servebench.measure import latency
-from servebench.servers.contract import RequestGenerator, check_answer, wire
+from servebench.servers.contract import RequestGenerator, Wire, check_answer, wire
 
-CONFIG = json.loads(Path(os.environ["SERVEBENCH_LOADGEN_CONFIG"]).read_text())
-META = json.loads(Path(CONFIG["meta_path"]).read_text())
-BATCH = int(META["generator"].get("batch_size", 1))
-WIRE = wire(CONFIG["protocol"], CONFIG["model_name"])
 BODIES_PER_USER = 128
 PROGRESS_EVERY_S = 5.0
+REPORT_EVERY_S = 1.0  # a worker sends its completed seconds this often
+FINAL_REPORT_WAIT_S = 10.0  # after stopping, how long the master waits for the last histograms of its live workers
 LOCUST_PERCENTILES = {"p50": 0.5, "p90": 0.9, "p95": 0.95, "p99": 0.99, "p999": 0.999}
+HISTOGRAMS_MESSAGE = "servebench_histograms"
+HELLO_MESSAGE = "servebench_hello"
+FINISH_MESSAGE = "servebench_finish"
+
+
+class Settings:
+    """The test's settings, known once Locust has parsed (master, lone process) or received (worker) them."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.config = config
+        self.meta: dict[str, Any] = config["meta"]
+        self.batch = int(self.meta["generator"].get("batch_size", 1))
+        self.wire: Wire = wire(config["protocol"], config["model_name"])
+        share = max(1, config["load_processes"])  # each process of the test takes an equal share of the rate
+        self.schedule = (
+            Schedule(config["rate"] / share, config["arrival"], seed=random.getrandbits(32))
+            if config["mode"] == "open"
+            else None
+        )
+
+
+SETTINGS: Settings | None = None
+
+
+def settings() -> Settings:
+    assert SETTINGS is not None, "the test's settings arrive before its first user starts"
+    return SETTINGS
+
+
+@events.init_command_line_parser.add_listener
+def _add_arguments(parser) -> None:  # type: ignore[no-untyped-def]
+    parser.add_argument("--servebench-config", default="", help="servebench's settings for this test (JSON)")
+    parser.add_argument("--servebench-host", default="", help="this load host's name (workers)")
 
 
 class Recorder:
@@ -61,20 +100,30 @@ class Recorder:
             self.failures[second] += 1
             self.reasons[second][failure[:200]] += 1
 
+    def take(self, complete_before: float) -> dict[str, Any]:
+        """The seconds before `complete_before`, encoded, and forgotten here: each second is sent once."""
+        done = [s for s in self.histograms if s < complete_before]
+        seconds = {
+            str(s): {
+                "histogram": self.histograms.pop(s).encode().decode(),
+                "failures": self.failures.pop(s, 0),
+                "reasons": dict(self.reasons.pop(s, {})),
+            }
+            for s in done
+        }
+        return seconds
+
     def write(self, out_dir: str) -> None:
+        """A lone process: everything it recorded, where the harness reads it."""
         if self.written:
             return
         self.written = True
-        seconds = {
-            str(s): {
-                "histogram": h.encode().decode(),
-                "failures": self.failures.get(s, 0),
-                "reasons": dict(self.reasons.get(s, {})),
-            }
-            for s, h in self.histograms.items()
-        }
-        with open(os.path.join(out_dir, f"loadgen-{os.getpid()}.json"), "w") as f:
-            json.dump({"pid": os.getpid(), "seconds": seconds}, f)
+        write_part(out_dir, str(os.getpid()), {"pid": os.getpid(), "seconds": self.take(math.inf)})
+
+
+def write_part(out_dir: str, name: str, part: dict[str, Any]) -> None:
+    with open(os.path.join(out_dir, f"loadgen-{name}.json"), "w") as f:
+        json.dump(part, f)
 
 
 RECORDER = Recorder()
@@ -101,13 +150,92 @@ def _sleep_until(deadline: float) -> None:
         gevent.sleep(min(left, 0.2))
 
 
+class Workers:
+    """The master's view of its workers: the histograms each has sent, whether its last one came, its CPU over
+    time, and Locust's own request count from its stats reports (to check that nothing was lost)."""
+
+    def __init__(self) -> None:
+        self.hosts: dict[str, str] = {}  # client id -> the load host it runs on
+        self.seconds: dict[str, dict[str, Any]] = defaultdict(dict)
+        self.final: set[str] = set()
+        self.cpu: dict[str, list[tuple[float, float]]] = defaultdict(list)  # (time, CPU seconds so far)
+        self.pids: dict[str, int] = {}
+        self.locust_requests: Counter[str] = Counter()
+
+    def hello(self, client_id: str, data: dict[str, Any]) -> None:
+        self.hosts[client_id] = data["host"]
+        self.pids[client_id] = data["pid"]
+        write_json("workers.json", {"connected": sorted(self.hosts.values())})
+
+    def histograms(self, client_id: str, data: dict[str, Any]) -> None:
+        self.seconds[client_id].update(data["seconds"])
+        self.cpu[client_id].append((data["t"], data["cpu_s"]))
+        if data["final"]:
+            self.final.add(client_id)
+
+    def report(self, client_id: str, data: dict[str, Any]) -> None:
+        self.locust_requests[client_id] += data["stats_total"]["num_requests"]
+
+    def wait_for_final(self, runner: MasterRunner) -> None:
+        """Until every worker Locust does not count as lost (no heartbeat for 3 s) has sent its last histograms."""
+        deadline = time.time() + FINAL_REPORT_WAIT_S
+        while time.time() < deadline:
+            if {c.id for c in runner.clients.all if c.state != "missing"} <= self.final:
+                return
+            gevent.sleep(0.05)
+
+    def summary(self, start: float, end: float) -> tuple[list[dict[str, Any]], str | None]:
+        """Each worker's host, requests and mean CPU (% of one core) over the window, and why the
+        measurement is invalid if it is: a worker lost mid-run, or fewer merged responses than Locust counted."""
+        rows, problems = [], []
+        for client_id, host in sorted(self.hosts.items(), key=lambda kv: kv[1]):
+            count = sum(latency.histogram_count(sec["histogram"]) for sec in self.seconds[client_id].values())
+            rows.append(
+                {
+                    "host": host,
+                    "pid": self.pids[client_id],
+                    "requests": count,
+                    "locust_requests": self.locust_requests[client_id],
+                    "cpu_percent": _cpu_percent(self.cpu[client_id], start, end),
+                    "complete": client_id in self.final,
+                }
+            )
+            if client_id not in self.final:
+                problems.append(f"the load worker on {host} stopped reporting mid-run (lost: killed, or its host down)")
+            elif count != self.locust_requests[client_id]:
+                problems.append(
+                    f"the load worker on {host} reported {count} responses in its histograms but Locust counted "
+                    f"{self.locust_requests[client_id]}"
+                )
+        return rows, "; ".join(problems) or None
+
+
+def _cpu_percent(samples: list[tuple[float, float]], start: float, end: float) -> float | None:
+    """Mean CPU over [start, end] from cumulative samples, between the samples nearest each edge."""
+    if len(samples) < 2:
+        return None
+    first = min(samples, key=lambda s: abs(s[0] - start))
+    last = min(samples, key=lambda s: abs(s[0] - end))
+    if last[0] - first[0] < 0.5:
+        return None
+    return round(100.0 * (last[1] - first[1]) / (last[0] - first[0]), 1)
+
+
+WORKERS = Workers()
+
+
+def write_json(name: str, data: dict[str, Any]) -> None:
+    with open(os.path.join(settings().config["out_dir"], name), "w") as f:
+        json.dump(data, f)
+
+
 def _control(environment) -> None:  # type: ignore[no-untyped-def]
-    runner = environment.runner
-    _sleep_until(time.time() + CONFIG["warmup_s"])
-    while runner.user_count < CONFIG["users"]:  # a window must not include the ramp-up
+    runner, config = environment.runner, settings().config
+    _sleep_until(time.time() + config["warmup_s"])
+    while runner.user_count < config["users"]:  # a window must not include the ramp-up
         gevent.sleep(0.1)
     start = math.ceil(time.time())
-    end = start + max(1, math.ceil(CONFIG["duration_s"]))
+    end = start + max(1, math.ceil(config["duration_s"]))
     _sleep_until(start)
     environment.stats.reset_all()  # Locust's own figures, for comparison, over (about) the same window
     print(f"[load] measuring {end - start}s from {start} with {runner.user_count} users", flush=True)
@@ -115,9 +243,10 @@ def _control(environment) -> None:  # type: ignore[no-untyped-def]
     while next_report < end:
         _sleep_until(next_report)
         total, elapsed = environment.stats.total, time.time() - start
+        lost = [WORKERS.hosts.get(c.id, c.id) for c in getattr(runner, "clients", {}).values() if c.state == "missing"]
         print(
             f"[load] {elapsed:4.0f}s  {total.num_requests} requests  {total.num_requests / elapsed:.0f} rps  "
-            f"{total.num_failures} failures",
+            f"{total.num_failures} failures" + (f"  workers lost: {', '.join(lost)}" if lost else ""),
             flush=True,
         )
         next_report += PROGRESS_EVERY_S
@@ -125,25 +254,92 @@ def _control(environment) -> None:  # type: ignore[no-untyped-def]
     total = environment.stats.total
     locust = {name: float(total.get_response_time_percentile(q)) for name, q in LOCUST_PERCENTILES.items()}
     locust.update(max=float(total.max_response_time), requests=total.num_requests)
-    with open(os.path.join(CONFIG["out_dir"], "window.json"), "w") as f:
-        json.dump({"start": start, "end": end, "users": runner.user_count, "locust": locust}, f)
+    window: dict[str, Any] = {"start": start, "end": end, "users": runner.user_count, "locust": locust}
+    if isinstance(runner, MasterRunner):
+        # Not Locust's own stop, after which a worker waits and re-announces itself to a master that may be gone
+        # (its socket then blocks for ever): the workers stop their users and send their last histograms.
+        runner.send_message(FINISH_MESSAGE)
+        WORKERS.wait_for_final(runner)
+        window["workers"], window["invalid"] = WORKERS.summary(start, end)
+        for i, seconds in enumerate(WORKERS.seconds.values()):
+            write_part(config["out_dir"], f"worker{i}", {"seconds": seconds})
+    write_json("window.json", window)
     runner.quit()
+
+
+@events.init.add_listener
+def _on_init(environment, **_: object) -> None:  # type: ignore[no-untyped-def]
+    runner = environment.runner
+    if not isinstance(runner, WorkerRunner):
+        _configure(environment)  # a worker's settings come with the master's first spawn message
+    if isinstance(runner, MasterRunner):
+        runner.register_message(HELLO_MESSAGE, lambda msg, **_: WORKERS.hello(msg.node_id, msg.data))
+        runner.register_message(HISTOGRAMS_MESSAGE, lambda msg, **_: WORKERS.histograms(msg.node_id, msg.data))
+        environment.events.worker_report.add_listener(lambda client_id, data: WORKERS.report(client_id, data))
+    elif isinstance(runner, WorkerRunner):
+        host = environment.parsed_options.servebench_host or socket.gethostname()
+        runner.register_message(FINISH_MESSAGE, lambda msg, **_: runner.stop())
+        runner.send_message(HELLO_MESSAGE, {"host": host, "pid": os.getpid()})
+
+
+def _configure(environment) -> None:  # type: ignore[no-untyped-def]
+    global SETTINGS
+    SETTINGS = Settings(json.loads(environment.parsed_options.servebench_config))
+    timeout = SETTINGS.config["request_timeout_s"]
+    for user_class in (ClosedLoopUser, OpenLoopUser, ProbeUser):
+        user_class.network_timeout = user_class.connection_timeout = timeout
+
+
+def _send_histograms(runner: WorkerRunner, final: bool) -> None:
+    cpu = PROCESS.cpu_times()
+    runner.send_message(
+        HISTOGRAMS_MESSAGE,
+        {
+            "seconds": RECORDER.take(math.inf if final else math.floor(time.time())),
+            "t": time.time(),
+            "cpu_s": cpu.user + cpu.system,
+            "final": final,
+        },
+    )
+
+
+def _report_while_running(runner: WorkerRunner) -> None:
+    while True:
+        gevent.sleep(REPORT_EVERY_S)
+        _send_histograms(runner, final=False)
+
+
+PROCESS = psutil.Process()
+_REPORTER: list[Any] = []  # the worker's reporting greenlet, while a test runs
 
 
 @events.test_start.add_listener
 def _on_test_start(environment, **_: object) -> None:  # type: ignore[no-untyped-def]
-    if not isinstance(environment.runner, WorkerRunner):
+    runner = environment.runner
+    if isinstance(runner, WorkerRunner):
+        _configure(environment)  # the settings came with the master's spawn message
+        _REPORTER.append(gevent.spawn(_report_while_running, runner))
+    else:
         gevent.spawn(_control, environment)
 
 
 @events.test_stop.add_listener
-def _on_test_stop(**_: object) -> None:
-    RECORDER.write(CONFIG["out_dir"])  # under --processes the master's is empty, and harmless
+def _on_test_stop(environment, **_: object) -> None:  # type: ignore[no-untyped-def]
+    runner = environment.runner
+    if isinstance(runner, WorkerRunner):
+        while _REPORTER:
+            _REPORTER.pop().kill(block=True)
+        # Locust's own count of this worker's last requests first, then the last histograms: the master reads
+        # them in that order from one connection, so once the histograms are in, so is Locust's count.
+        runner._send_stats()
+        _send_histograms(runner, final=True)
+    elif not isinstance(runner, MasterRunner):
+        RECORDER.write(settings().config["out_dir"])
 
 
 class Schedule:
     """When this process's requests are due: every 1/rate s, or Poisson arrivals at that mean rate.
-    Each process of `processes` takes an equal share of the rate (a split Poisson process is Poisson)."""
+    Each process of the test takes an equal share of the rate (a split Poisson process is Poisson)."""
 
     def __init__(self, rate: float, arrival: str, seed: int) -> None:
         self.rate = rate
@@ -159,28 +355,21 @@ class Schedule:
         return due
 
 
-SCHEDULE = (
-    Schedule(CONFIG["rate"] / CONFIG["processes"], CONFIG["arrival"], seed=os.getpid())
-    if CONFIG["mode"] == "open"
-    else None
-)
-
-
 class _PredictUser(FastHttpUser):
     abstract = True
     wait_time = constant(0)
-    network_timeout = CONFIG["request_timeout_s"]
-    connection_timeout = CONFIG["request_timeout_s"]
 
     def on_start(self) -> None:
-        self.bodies = RequestGenerator(META["generator"], stream=next(_streams)).bodies(BODIES_PER_USER)
+        meta = settings().meta
+        self.bodies = RequestGenerator(meta["generator"], stream=next(_streams)).bodies(BODIES_PER_USER)
         self.sent = 0
 
     def send(self, context: dict[str, Any]) -> None:
+        setup = settings()
         body = self.bodies[self.sent % BODIES_PER_USER]
         self.sent += 1
         with self.client.post(
-            WIRE.predict_path,
+            setup.wire.predict_path,
             data=body,  # type: ignore[arg-type]  # bytes go through as they are; Locust's annotation is narrower
             headers={"Content-Type": "application/json"},
             catch_response=True,
@@ -190,7 +379,7 @@ class _PredictUser(FastHttpUser):
                 resp.failure(f"HTTP {resp.status_code}: {resp.error or (resp.text or '')[:120]}")
                 return
             try:
-                problem = check_answer(WIRE.to_contract(resp.json()), BATCH, META["classes"])
+                problem = check_answer(setup.wire.to_contract(resp.json()), setup.batch, setup.meta["classes"])
             except ValueError:
                 problem = "answer is not JSON"
             if problem:
@@ -211,8 +400,9 @@ class OpenLoopUser(_PredictUser):
 
     @task
     def predict(self) -> None:
-        assert SCHEDULE is not None
-        due = SCHEDULE.take()
+        schedule = settings().schedule
+        assert schedule is not None
+        due = schedule.take()
         _sleep_until(due)
         self.send({"due": due})
 
@@ -221,8 +411,7 @@ class ProbeUser(FastHttpUser):
     """GETs a cheap path (a health check) back to back: what the load generator can do at most."""
 
     wait_time = constant(0)
-    network_timeout = CONFIG["request_timeout_s"]
 
     @task
     def probe(self) -> None:
-        self.client.get(CONFIG["probe_path"])
+        self.client.get(settings().config["probe_path"])

@@ -51,10 +51,13 @@ def trial_metrics(
     loadgen: list[Sample],
     loadgen_cores: int = 1,
     machine: list[Sample] | None = None,
+    remote_load: bool = False,
 ) -> tuple[dict[str, float], list[str]]:
     """The flat metrics of one trial and the flags that qualify them. `loadgen_cores` is how many cores
     the load generator can use (its processes, at most the CPUs it may run on); `machine`, the whole
-    machine's CPU over the same ticks, tells what other processes took."""
+    machine's CPU over the same ticks, tells what other processes took. Under a Locust master each worker's
+    own CPU is judged too (one worker is one process: at most one core); with `remote_load` (workers on load
+    hosts, where this machine's sampler cannot see them) the workers' CPU is the load generator's."""
     figures: dict[str, float] = {
         Metric.REQUESTS: float(load.requests),
         Metric.RPS: load.requests / load.window_s if load.window_s > 0 else 0.0,
@@ -87,10 +90,18 @@ def trial_metrics(
         ):
             flags.append(Flag.LATENCY_DRIFTING)
     loadgen_cpu = _stats((s.cpu_percent for s in loadgen), "loadgen_cpu_percent")
-    saturated = False
+    worker_cpu = [w["cpu_percent"] for w in load.workers if w.get("cpu_percent") is not None]
+    if load.workers:
+        figures[Metric.LOADGEN_WORKERS] = float(len(load.workers))
+    if worker_cpu:
+        figures[Metric.LOADGEN_WORKER_CPU_MAX] = max(worker_cpu)
+        figures[Metric.LOADGEN_WORKER_CPU_MIN] = min(worker_cpu)
+        if remote_load:
+            loadgen_cpu, loadgen_cores = {Metric.LOADGEN_CPU_AVG: float(sum(worker_cpu))}, len(worker_cpu)
+    saturated = any(c > LOADGEN_SATURATED_SHARE * 100.0 for c in worker_cpu)
     if loadgen_cpu:
         figures[Metric.LOADGEN_CPU_AVG] = loadgen_cpu[Metric.LOADGEN_CPU_AVG]
-        saturated = figures[Metric.LOADGEN_CPU_AVG] > LOADGEN_SATURATED_SHARE * 100.0 * loadgen_cores
+        saturated |= figures[Metric.LOADGEN_CPU_AVG] > LOADGEN_SATURATED_SHARE * 100.0 * loadgen_cores
         if figures[Metric.LOADGEN_CPU_AVG] > 0 and load.requests:
             # The engine's own ceiling, measured in this very trial: its CPU per request, over all its cores.
             figures[Metric.LOADGEN_CEILING] = (

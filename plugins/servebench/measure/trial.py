@@ -21,6 +21,7 @@ from pathlib import Path
 from servebench.base import placement, teardown
 from servebench.config.spec import TrialSpec
 from servebench.measure import aggregate, capacity, loadgen, metrics
+from servebench.measure.loadgen import LoadgenError
 from servebench.measure.sampler import MachineProbe, ResourceSampler, Sample, wait_for_quiet
 from servebench.models.export import ExportedModel
 from servebench.results.records import REPEAT_PREFIX, Flag, Metric, Series, TrialResult
@@ -47,7 +48,9 @@ def run_trial(spec: TrialSpec, model: ExportedModel, out_dir: Path, runner: Runn
         with teardown.stopping_on_signals():
             where = placement.resolve(settings.cpu_split, settings.cpuset)
             server_cpus = placement.cpuset_of(where.server_cpus) or None
-            runner = runner or runners.create(settings.backend, server_cpus, settings.memory_mb)
+            # With load hosts, a local server listens where they reach this machine: the Locust master's address.
+            address = settings.loadgen_master.rpartition(":")[0] if settings.load_hosts else runners.HOST
+            runner = runner or runners.create(settings.backend, server_cpus, settings.memory_mb, address)
             result = _measure(spec, model, out_dir, runner, where)
     except Exception as exc:
         tail = exc.log_tail if isinstance(exc, ServerFailed) else ""
@@ -121,6 +124,9 @@ def _measure(
             cpus=where.loadgen_cpus,
             request_timeout_s=settings.request_timeout,
             engine=engine,
+            load_hosts=tuple(settings.load_hosts),
+            master_bind=settings.loadgen_master.rpartition(":")[0],
+            master_port=int(settings.loadgen_master.rpartition(":")[2]),
         )
         probe = server.probe()
         with ResourceSampler() as sampler:
@@ -129,6 +135,8 @@ def _measure(
             load = loadgen.run(
                 load_spec, out_dir / folder, on_started=lambda pid: sampler.track("loadgen", ProcessTreeProbe(pid))
             )
+        if load.invalid:
+            raise LoadgenError(f"the load test in {folder} is invalid: {load.invalid}")
         server_samples = sampler.series("server", load.window_start, load.window_end)
         _write_samples(out_dir / folder / "resources.csv", sampler.samples)
         figures, flags = metrics.trial_metrics(
@@ -137,6 +145,7 @@ def _measure(
             sampler.series("loadgen", load.window_start, load.window_end),
             where.loadgen_cores(loadgen.processes(load_spec)),  # h2load's processes grow with the ramp's connections
             sampler.series("machine", load.window_start, load.window_end),
+            remote_load=bool(load_spec.load_hosts),
         )
         figures[Metric.WARMUP_REQUESTS] = float(load.warmup_requests)
         if load.failures:

@@ -53,6 +53,9 @@ class Metric(StrEnum):
     LOADGEN_CPU_AVG = "loadgen_cpu_percent_avg"
     LOADGEN_SATURATED = "loadgen_saturated"  # 0/1
     LOADGEN_CEILING = "loadgen_ceiling_rps"  # what the engine could drive with all its cores, at this trial's cost
+    LOADGEN_WORKERS = "loadgen_workers"  # Locust workers under a master (--processes or load hosts)
+    LOADGEN_WORKER_CPU_MAX = "loadgen_worker_cpu_percent_max"  # the busiest worker's mean CPU over the window
+    LOADGEN_WORKER_CPU_MIN = "loadgen_worker_cpu_percent_min"
     PARITY_MAX_ABS_DIFF = "parity_max_abs_diff"
     MAX_RPS_AT_SLO = "max_rps_at_slo"  # capacity search
     CAPACITY_STEPS = "capacity_steps"

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from servebench.servers.runner.base import Runner
+from servebench.servers.runner.base import HOST, Runner
+
+__all__ = ["HOST", "Runner", "create"]
 
 
-def create(backend: str, cpuset: str | None = None, memory_mb: int | None = None) -> Runner:
+def create(backend: str, cpuset: str | None = None, memory_mb: int | None = None, address: str = HOST) -> Runner:
     """The runner of a backend named in the parameters ("local" or "docker"); servers get the CPUs of
-    `cpuset` (a local process through its affinity, a container through its cgroup)."""
+    `cpuset` (a local process through its affinity, a container through its cgroup). A local server listens on
+    `address` (load hosts reach it there)."""
     if backend == "local":
         from servebench.servers.runner.local import LocalProcessRunner
 
-        return LocalProcessRunner(cpuset)
+        return LocalProcessRunner(cpuset, address)
     if backend == "docker":
         from servebench.servers.runner.container import ContainerRunner
 

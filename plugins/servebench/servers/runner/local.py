@@ -1,4 +1,5 @@
-"""Local-process backend: the server runs as its own process group on 127.0.0.1 and a free port."""
+"""Local-process backend: the server runs as its own process group on 127.0.0.1 (or the address load hosts
+reach this machine at) and a free port."""
 
 from __future__ import annotations
 
@@ -29,17 +30,17 @@ from servebench.servers.runner.base import (
 log = logging.getLogger(__name__)
 
 
-def free_port() -> int:
+def free_port(address: str = HOST) -> int:
     with socket.socket() as sock:
-        sock.bind((HOST, 0))
+        sock.bind((address, 0))
         return int(sock.getsockname()[1])
 
 
-def check_port_free(port: int) -> None:
+def check_port_free(port: int, address: str = HOST) -> None:
     """ServerFailed naming who holds `port`, rather than a server that dies with "address already in use"."""
     with socket.socket() as sock:
         try:
-            sock.bind((HOST, port))
+            sock.bind((address, port))
             return
         except OSError as exc:
             problem = exc.strerror
@@ -52,7 +53,7 @@ def check_port_free(port: int) -> None:
                 holders.append(f"pid {conn.pid}")
     held = f" by {', '.join(dict.fromkeys(holders))}" if holders else ""
     raise ServerFailed(
-        f"port {port} on {HOST} is not available ({problem}){held}: stop that process or choose another port"
+        f"port {port} on {address} is not available ({problem}){held}: stop that process or choose another port"
     )
 
 
@@ -77,6 +78,7 @@ class LocalServer(ServerHandle):
         grace_s: float,
         started_at: float,
         env_dir: Path,
+        address: str,
     ) -> None:
         self._popen = popen
         # RSS summed over the process tree: shared pages of forked workers count once per worker.
@@ -88,7 +90,7 @@ class LocalServer(ServerHandle):
         self._token = teardown.register(f"server {env_dir.name} (process group {popen.pid})", self.kill)
         self.started_at = started_at
         self.root_pid = popen.pid
-        self.base_url = f"http://{HOST}:{port}"
+        self.base_url = f"http://{address}:{port}"
         self.log_path = log_path
 
     def exit_code(self) -> int | None:
@@ -138,8 +140,9 @@ class LocalServer(ServerHandle):
 class LocalProcessRunner(Runner):
     name = "local"
 
-    def __init__(self, cpuset: str | None = None) -> None:
+    def __init__(self, cpuset: str | None = None, address: str = HOST) -> None:
         self.cpus = placement.cpus_of(cpuset) if cpuset else ()
+        self.address = address  # where the server listens: 127.0.0.1, or an address load hosts reach
 
     def limits(self) -> dict[str, str]:
         return {"cpuset": placement.cpuset_of(self.cpus) or "all", "memory_mb": "unlimited"}
@@ -160,9 +163,9 @@ class LocalProcessRunner(Runner):
         built = build.build(manifest)  # up to date after the build stage: only checks
         build.prepare(built, model)  # once per model export: e.g. into the framework's model store
         if port:
-            check_port_free(port)
-        port = port or free_port()
-        values = {**built.values(model), "host": HOST, "port": port, "workers": workers}
+            check_port_free(port, self.address)
+        port = port or free_port(self.address)
+        values = {**built.values(model), "host": self.address, "port": port, "workers": workers}
         argv = [render(part, values) for part in manifest.start]
         env = {**built.environment(values), **teardown.owner_mark()}
         log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -182,4 +185,4 @@ class LocalProcessRunner(Runner):
                 )
             except OSError as exc:
                 raise ServerFailed(f"server {manifest.name} could not be started: {exc}") from None
-        return LocalServer(popen, port, log_path, manifest.stop_grace_s, started_at, built.env_dir)
+        return LocalServer(popen, port, log_path, manifest.stop_grace_s, started_at, built.env_dir, self.address)
