@@ -61,6 +61,7 @@ def _spec(base_url: str, meta: str, port: int, hosts: tuple[str, ...], **kw: flo
     )
 
 
+@pytest.mark.full  # the default tier runs the same through a trial on real hosts (tests/lab), where root allows
 def test_two_load_hosts_merge_exactly_what_locust_counted(
     start_server, exports, load_worker, tmp_path: Path, no_leftover_processes: None
 ) -> None:
