@@ -7,6 +7,9 @@
 #   load1..N 198.18.0.11...    load hosts (`servebench load-worker`, or a Celery worker on their queue)
 #
 #   bash scripts/lab.sh up [N]                 # N load hosts (default 2); idempotent
+#   bash scripts/lab.sh engine                 # a Docker-compatible engine on the server host: Podman's API at
+#                                              # tcp://198.18.0.2:2375 (prints the URL); needs Podman
+#                                              # (scripts/container-engine.sh installs and sets it up)
 #   bash scripts/lab.sh exec HOST [--cpus L] -- CMD...
 #                                              # CMD on HOST, in its own PID namespace (psutil and the reaper
 #                                              # see that host alone), pinned to CPUs L if given
@@ -99,8 +102,30 @@ run_on() {
   exec ip netns exec "$LAB-$host" "${cmd[@]}"
 }
 
+ENGINE_URL="tcp://$NET.2:2375"
+
+engine() {
+  ip netns list | grep -q "^$LAB-server\b" || die "no lab server host (bash scripts/lab.sh up)"
+  command -v podman >/dev/null || die "podman is not installed: bash scripts/container-engine.sh start sets it up"
+  if ! podman --url "$ENGINE_URL" info >/dev/null 2>&1; then
+    # In the server host's network namespace only: Podman needs this machine's mounts and cgroups (a PID
+    # namespace of its own would hide them), and the engine's stats API measures each server's container.
+    nsenter --net="/run/netns/$LAB-server" podman system service --time=0 "$ENGINE_URL" \
+      >"/tmp/$LAB-engine.log" 2>&1 </dev/null &
+    for _ in $(seq 1 50); do podman --url "$ENGINE_URL" info >/dev/null 2>&1 && break; sleep 0.2; done
+    podman --url "$ENGINE_URL" info >/dev/null 2>&1 || die "the engine did not start: see /tmp/$LAB-engine.log"
+    log "engine on the server host at $ENGINE_URL"
+  fi
+  echo "$ENGINE_URL"
+}
+
 down() {
-  local ns pids left
+  local ns pids left containers
+  if podman --url "$ENGINE_URL" info >/dev/null 2>&1; then  # its containers first, then the engine
+    containers="$(podman --url "$ENGINE_URL" ps -aq)"
+    # shellcheck disable=SC2086
+    [[ -n "$containers" ]] && podman --url "$ENGINE_URL" rm -f $containers >/dev/null
+  fi
   for ns in $(ip netns list | awk -v p="$LAB-" 'index($1, p) == 1 { print $1 }'); do
     pids="$(ip netns pids "$ns" || true)"
     # shellcheck disable=SC2086
@@ -124,8 +149,9 @@ status() {
 
 case "${1:-}" in
   up) up "${2:-2}" ;;
+  engine) engine ;;
   exec) shift; [[ $# -ge 1 ]] || die "exec needs a host"; run_on "$@" ;;
   down) down ;;
   status) status ;;
-  *) die "usage: lab.sh up [N] | exec HOST [--cpus L] -- CMD... | down | status" ;;
+  *) die "usage: lab.sh up [N] | engine | exec HOST [--cpus L] -- CMD... | down | status" ;;
 esac

@@ -132,7 +132,10 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--master", required=True, metavar="HOST:PORT", help="the benchmark's Locust master")
     worker.add_argument("--name", default=socket.gethostname(), help="this load host's name in the results")
     worker.add_argument("--processes", type=int, default=1, help="Locust processes (each up to one core)")
-    worker.add_argument("--idle", type=float, default=60.0, help="seconds without a master before ending (default 60)")
+    worker.add_argument(
+        "--idle", type=float, default=60.0, help="seconds without a master after a test before ending (default 60)"
+    )
+    worker.add_argument("--wait", type=float, default=900.0, help="seconds to wait for the first master (default 900)")
 
     show = sub.add_parser("summary", help="print the comparison table of a logged benchmark run")
     show.add_argument("run_id", nargs="?", help="parent run id (default: the latest in the experiment)")
@@ -350,7 +353,7 @@ def _load_worker(args: argparse.Namespace) -> int:
     if ":" not in args.master:
         print(f"servebench: --master {args.master!r} is not HOST:PORT", file=sys.stderr)
         return 2
-    locust_engine.worker(args.master, args.name, args.processes, args.idle)
+    locust_engine.worker(args.master, args.name, args.processes, args.idle, args.wait)
     return 0
 
 

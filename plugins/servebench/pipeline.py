@@ -50,7 +50,7 @@ def validate(raw: dict[str, Any]) -> tuple[params.BenchmarkParams, list[TrialSpe
             "(see their manifests' backends)"
         )
     if checked.backend == "docker":  # no engine, or a base image it cannot get (TF Serving's): say so now
-        client = images.engine()
+        client = images.engine(checked.server_host)
         for server in servers:
             images.require_base_images(client, server)
     specs = plan(checked)
@@ -70,7 +70,7 @@ def exported(folders: list[str]) -> list[ExportedModel]:
 def build_framework(name: str, checked: params.BenchmarkParams, exports: list[ExportedModel]) -> list[str]:
     """Build what the backend needs to serve the exported models with this framework (venv, or one image per
     model)."""
-    backend = runner.create(checked.backend, checked.cpuset, checked.memory_mb)
+    backend = runner.create(checked.backend, checked.cpuset, checked.memory_mb, where=checked.server_host)
     return backend.build(manifest.get(name), exports)
 
 

@@ -38,10 +38,10 @@ class Lab:
         return proc
 
     def load_worker(self, host: str, master: str, log: Path, cpus: str | None = None) -> subprocess.Popen[bytes]:
-        cmd = [str(BIN / "servebench"), "load-worker", "--master", master, "--name", host, "--idle", "8"]
+        cmd = [str(BIN / "servebench"), "load-worker", "--master", master, "--name", host, "--idle", "8", "--wait", "300"]
         return self.start(host, cmd, log, cpus)
 
-    def wait_all(self, timeout: float = 20) -> None:
+    def wait_all(self, timeout: float = 30) -> None:
         """Every process started on the lab's hosts ends by itself (load workers: once no master is there)."""
         for proc in self.started:
             try:

@@ -238,6 +238,15 @@ class BenchmarkParams(BaseModel):
         description="docker backend: each server container's memory limit, at least 64 (none: no limit).",
         json_schema_extra=_section(WHERE),
     )
+    server_host: str = Field(
+        default="",
+        pattern=r"^([\w.-]*|(tcp|ssh|unix)://\S+)$",
+        title="Server host",
+        description="docker backend: whose engine builds and runs the servers. Empty: this machine's (DOCKER_HOST); "
+        "an Airflow connection id of type docker (the engine's docker_url and TLS files in its extra, a registry "
+        "login in its fields); or, from the CLI, an engine URL (tcp://, ssh://, unix://).",
+        json_schema_extra=_section(WHERE),
+    )
     experiment: str = Field(
         default="servebench",
         min_length=1,
@@ -280,6 +289,8 @@ class BenchmarkParams(BaseModel):
     def _runs_on_backend(self) -> BenchmarkParams:
         if self.backend == "local" and (self.cpuset is not None or self.memory_mb is not None):
             raise ValueError("cpuset and memory_mb limit containers: they need backend docker")
+        if self.backend == "local" and self.server_host:
+            raise ValueError("server_host names a Docker engine elsewhere: it needs backend docker")
         if self.load == "open" and self.rate is None and not self.capacity:
             raise ValueError("load 'open' needs a rate (requests per second)")
         if self.rate is not None and self.load != "open" and not self.capacity:

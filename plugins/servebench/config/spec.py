@@ -4,8 +4,10 @@ users) with the benchmark's settings, as validated once, unchanged and unrenamed
 from __future__ import annotations
 
 import itertools
+import re
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from servebench.config.params import MATRIX, BenchmarkParams, parse, trusted
 
@@ -41,8 +43,11 @@ class TrialSpec:
     @property
     def _where(self) -> str:
         hosts = len(self.settings.load_hosts)
+        server_host = self.settings.server_host  # an Airflow connection id, or an engine URL's host
+        at = re.sub(r"[^\w.-]+", "_", urlsplit(server_host).hostname or server_host) if server_host else ""
         return (
             ("" if self.settings.backend == "local" else f"-{self.settings.backend}")
+            + (f"-at-{at}" if at else "")
             + ("-h2load" if self.engine == "h2load" else "")
             + (f"-lh{hosts}" if hosts else "")
         )

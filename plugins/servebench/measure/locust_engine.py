@@ -170,13 +170,14 @@ def _missing_workers(spec: LoadSpec, out_dir: Path) -> str:
     )
 
 
-def worker(master: str, host: str, processes: int = 1, idle_s: float = 60.0) -> int:
+def worker(master: str, host: str, processes: int = 1, idle_s: float = 60.0, first_wait_s: float = 900.0) -> int:
     """Serve load tests as Locust workers for the master at `master` (host:port), one test after another, until no
-    master has been reachable for `idle_s` (a trial's masters come and go between its load tests). Returns the
-    number of tests served. `host` names this load host in the results."""
+    master has been reachable for `idle_s` since the last test (a trial's masters come and go between its load
+    tests), or for `first_wait_s` before the first (its server may be building). Returns the number of tests
+    served. `host` names this load host in the results."""
     address, _, port = master.rpartition(":")
     served, idle_since = 0, time.monotonic()
-    while time.monotonic() - idle_since < idle_s:
+    while time.monotonic() - idle_since < (idle_s if served else first_wait_s):
         if not _reachable(address, int(port)):
             time.sleep(0.5)
             continue

@@ -50,7 +50,9 @@ def run_trial(spec: TrialSpec, model: ExportedModel, out_dir: Path, runner: Runn
             server_cpus = placement.cpuset_of(where.server_cpus) or None
             # With load hosts, a local server listens where they reach this machine: the Locust master's address.
             address = settings.loadgen_master.rpartition(":")[0] if settings.load_hosts else runners.HOST
-            runner = runner or runners.create(settings.backend, server_cpus, settings.memory_mb, address)
+            runner = runner or runners.create(
+                settings.backend, server_cpus, settings.memory_mb, address, where=settings.server_host
+            )
             result = _measure(spec, model, out_dir, runner, where)
     except Exception as exc:
         tail = exc.log_tail if isinstance(exc, ServerFailed) else ""
@@ -100,7 +102,7 @@ def _measure(
         "inference_threads": build.THREAD_CAPS["OMP_NUM_THREADS"],
     }
     server = runner.start(server_manifest, model, spec.workers, out_dir / "server.log")
-    context.update(server.details)
+    context.update(server.details, server_url=server.base_url)
     if server.packages:
         (out_dir / "server_packages.txt").write_text(server.packages)
 

@@ -25,9 +25,11 @@ import logging
 import os
 import re
 import shutil
+import socket
 import tempfile
 from pathlib import Path, PurePosixPath
 from typing import Any
+from urllib.parse import urlsplit
 
 from servebench.base import paths
 from servebench.models.export import ExportedModel
@@ -50,20 +52,79 @@ class ImageError(RuntimeError):
     """A server image could not be built; the message says which step failed and how to fix it."""
 
 
-def engine() -> Any:
-    """A client of the Docker Engine at DOCKER_HOST (or the default socket); ImageError saying how to get one."""
+def engine(where: str = "") -> Any:
+    """A client of the Docker-compatible engine that runs the servers; ImageError saying how to get one.
+
+    `where` is a server host: "" for this machine's engine (DOCKER_HOST, or the default socket), an engine URL
+    (tcp://, ssh://, unix://), or the id of an Airflow connection of type docker, read with the Docker
+    provider's DockerHook: the engine's URL and TLS files in its extra (`docker_url`, `tls_ca_cert`,
+    `tls_client_cert`, `tls_client_key`), and, when it has a login, the registry it logs in to (host, login,
+    password), as DockerHook does. Credentials stay in the connection, never in a parameter."""
     import docker
 
     try:
-        client = docker.from_env(timeout=600)  # type: ignore[attr-defined]  # docker-py exports it untyped
+        if not where:
+            client = docker.from_env(timeout=600)  # type: ignore[attr-defined]  # docker-py exports it untyped
+        elif "://" in where:
+            client = docker.DockerClient(base_url=where, timeout=600)  # type: ignore[attr-defined]  # untyped export
+        else:
+            client = docker.DockerClient.__new__(docker.DockerClient)  # type: ignore[attr-defined]
+            client.api = _hook(where).get_conn()  # DockerClient is a thin front of the APIClient DockerHook makes
         client.ping()
+    except ImageError:
+        raise
     except Exception as exc:  # noqa: BLE001 - any failure to connect means the same thing to the user
-        where = os.environ.get("DOCKER_HOST", "the default socket unix:///var/run/docker.sock")
+        shown = where or os.environ.get("DOCKER_HOST", "the default socket unix:///var/run/docker.sock")
         raise ImageError(
-            f"the container backend needs a Docker Engine, and none answers at {where} ({exc}). Start one and set "
+            f"the container backend needs a Docker Engine, and none answers at {shown} ({exc}). Start one and set "
             'DOCKER_HOST, or on a machine without Docker run: eval "$(bash scripts/container-engine.sh start)"'
         ) from None
     return client
+
+
+def _hook(conn_id: str) -> Any:
+    """DockerHook for the engine an Airflow connection names (see `engine`)."""
+    try:
+        from airflow.providers.docker.hooks.docker import DockerHook
+        from airflow.sdk import BaseHook
+    except ImportError as exc:
+        raise ImageError(
+            f"server host {conn_id!r} names an Airflow connection, which needs apache-airflow-providers-docker "
+            f"({exc}); outside Airflow give an engine URL (tcp://, ssh://, unix://)"
+        ) from None
+    conn = BaseHook.get_connection(conn_id)
+    extra = conn.extra_dejson
+    if not extra.get("docker_url"):
+        raise ImageError(
+            f"Airflow connection {conn_id!r} has no docker_url in its extra: add the server host's engine URL, "
+            'e.g. {"docker_url": "tcp://198.18.0.2:2376", "tls_ca_cert": "/certs/ca.pem", ...}'
+        )
+    tls = DockerHook.construct_tls_config(
+        ca_cert=extra.get("tls_ca_cert"),
+        client_cert=extra.get("tls_client_cert"),
+        client_key=extra.get("tls_client_key"),
+    )
+    return DockerHook(
+        docker_conn_id=conn_id if conn.login else None, base_url=extra["docker_url"], tls=tls, timeout=600
+    )
+
+
+def engine_url(where: str) -> str:
+    """The URL of a server host's engine (see `engine`): itself, or the docker_url of the Airflow connection."""
+    if not where or "://" in where:
+        return where
+    from airflow.sdk import BaseHook
+
+    return str(BaseHook.get_connection(where).extra_dejson.get("docker_url", ""))
+
+
+def server_address(where: str) -> str:
+    """The address at which the harness and the load hosts reach a server published by `where`'s engine: the
+    engine's host for tcp:// and ssh:// (resolved here), this machine's loopback for a local engine."""
+    url = urlsplit(engine_url(where))
+    if url.scheme in ("tcp", "ssh", "http", "https") and url.hostname:
+        return socket.gethostbyname(url.hostname)
+    return "127.0.0.1"
 
 
 def container_values(manifest: Manifest, model: ExportedModel | None = None) -> dict[str, object]:

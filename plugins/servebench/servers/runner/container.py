@@ -184,25 +184,34 @@ class ContainerServer(ServerHandle):
 
 class ContainerRunner(Runner):
     """`cpuset` (e.g. "1" or "0-1") and `memory_mb` limit every container; `network`, when set, is a
-    private network the harness shares (as in docker-compose), else ports are published on 127.0.0.1."""
+    private network the harness shares (as in docker-compose), else ports are published on 127.0.0.1.
+    `where` is a server host (images.engine): its engine builds the image and runs the container, published
+    on the address the harness reaches that host at, on a port the engine picks."""
 
     name = "docker"
 
-    def __init__(self, cpuset: str | None = None, memory_mb: int | None = None, network: str | None = None) -> None:
+    def __init__(
+        self, cpuset: str | None = None, memory_mb: int | None = None, network: str | None = None, where: str = ""
+    ) -> None:
         self.cpuset = cpuset
         self.memory_mb = memory_mb
         self.network = network if network is not None else os.environ.get("SERVEBENCH_DOCKER_NETWORK") or None
+        self.where = where
         self._client: Any = None
 
     @property
     def client(self) -> Any:
         if self._client is None:
-            self._client = images.engine()
+            self._client = images.engine(self.where)
             reap_orphans(self._client)
         return self._client
 
     def limits(self) -> dict[str, str]:
-        return {"cpuset": self.cpuset or "all", "memory_mb": str(self.memory_mb) if self.memory_mb else "unlimited"}
+        return {
+            "cpuset": self.cpuset or "all",
+            "memory_mb": str(self.memory_mb) if self.memory_mb else "unlimited",
+            "server_host": self.where or "local",
+        }
 
     def build(self, manifest: Manifest, models: list[ExportedModel]) -> list[str]:
         return [images.ensure(self.client, manifest, model) for model in models]
@@ -231,6 +240,10 @@ class ContainerRunner(Runner):
         if self.network:
             options["network"] = self.network
             base_url = f"http://{name}:{images.CONTAINER_PORT}"
+        elif self.where:
+            address = images.server_address(self.where)
+            options["ports"] = {f"{images.CONTAINER_PORT}/tcp": (address, port)}  # port None: the engine picks
+            base_url = ""
         else:
             if port:
                 check_port_free(port)
@@ -253,6 +266,11 @@ class ContainerRunner(Runner):
             with contextlib.suppress(docker.errors.APIError):
                 self.client.containers.get(name).remove(force=True)
             raise ServerFailed(f"server {manifest.name}: container could not be started: {exc}") from None
+        if not base_url:
+            container.reload()
+            published = container.ports.get(f"{images.CONTAINER_PORT}/tcp") or [{}]
+            base_url = f"http://{address}:{published[0].get('HostPort')}"
+            log.info("server %s: published by %s at %s", manifest.name, self.where, base_url)
         return ContainerServer(
             container,
             base_url,
