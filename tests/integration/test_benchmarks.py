@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from servebench.lab import why_unavailable as why_no_lab
+
 REPO = Path(__file__).resolve().parents[2]
 TINY_LOAD = ["--users", "2", "--duration", "1", "--warmup", "0"]
 
@@ -21,6 +23,12 @@ TINY_LOAD = ["--users", "2", "--duration", "1", "--warmup", "0"]
             "loadgen_ceiling.py",
             ["--frameworks", "fastapi", "--users", "8"],  # 8: FastAPI saturates within a step or two of h2load's ramp
             ["locust, 2 process(es)", "h2load", "ceiling ratio", "fastapi"],
+        ),
+        pytest.param(
+            "load_hosts_ceiling.py",
+            [],
+            ["load1: ", "load2: ", "ceiling ratio, 2 load hosts / 1"],
+            marks=pytest.mark.skipif(bool(why_no_lab()), reason=why_no_lab() or ""),
         ),
     ],
 )

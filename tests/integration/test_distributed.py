@@ -32,7 +32,18 @@ def load_worker(tmp_path: Path) -> Iterator[Callable[[str, int], subprocess.Pope
 
     def start(name: str, port: int) -> subprocess.Popen[bytes]:
         log = (tmp_path / f"worker-{name}.log").open("wb")
-        cmd = [str(BIN / "servebench"), "load-worker", "--master", f"127.0.0.1:{port}", "--name", name, "--idle", "8", "--wait", "30"]
+        cmd = [
+            str(BIN / "servebench"),
+            "load-worker",
+            "--master",
+            f"127.0.0.1:{port}",
+            "--name",
+            name,
+            "--idle",
+            "8",
+            "--wait",
+            "30",
+        ]
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         started.append(proc)
         return proc

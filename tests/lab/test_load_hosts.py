@@ -8,12 +8,11 @@ import json
 from pathlib import Path
 
 from servebench.config.spec import TrialSpec
+from servebench.lab import CONTROLLER
 from servebench.measure.trial import run_trial
 from servebench.models.export import ExportedModel
 from servebench.results.records import Metric
 from servebench.servers.runner.local import free_port
-
-from .conftest import CONTROLLER
 
 
 def test_a_trial_from_two_load_hosts(lab, exports: dict[str, ExportedModel], tmp_path: Path) -> None:
@@ -34,7 +33,7 @@ def test_a_trial_from_two_load_hosts(lab, exports: dict[str, ExportedModel], tmp
         loadgen_master=master,
     )
     result = run_trial(spec, exports["lr"], tmp_path / "trial")
-    hosts.wait_all()
+    assert hosts.wait_all() == []
     assert result.ok, result.reason
     assert spec.key == "lr-fastapi-w1-u4-lh2"
     window = json.loads((tmp_path / "trial" / "repeat-1" / "window.json").read_text())

@@ -13,14 +13,11 @@ from pathlib import Path
 import pytest
 
 from servebench.config.spec import TrialSpec
+from servebench.lab import CONTROLLER, SERVER_HOST
 from servebench.measure.trial import run_trial
 from servebench.models.export import ExportedModel
 from servebench.results.records import Metric
 from servebench.servers.runner.local import free_port
-
-from .conftest import CONTROLLER
-
-SERVER_HOST = "198.18.0.2"
 
 
 def test_a_trial_on_a_remote_engine_driven_from_two_load_hosts(
@@ -29,9 +26,7 @@ def test_a_trial_on_a_remote_engine_driven_from_two_load_hosts(
     if not shutil.which("podman"):
         pytest.skip("no Podman here to serve the server host's engine (bash scripts/container-engine.sh start)")
     hosts = lab(2)
-    engine = hosts.script("engine")
-    assert engine.returncode == 0, engine.stderr
-    url = engine.stdout.strip()
+    url = hosts.engine()
     assert url == f"tcp://{SERVER_HOST}:2375"
     # The connection as a user would define it: the engine's URL in its extra (TLS files beside it when used)
     monkeypatch.setenv("AIRFLOW_CONN_LAB_SERVER", json.dumps({"conn_type": "docker", "extra": {"docker_url": url}}))
@@ -53,13 +48,14 @@ def test_a_trial_on_a_remote_engine_driven_from_two_load_hosts(
         loadgen_master=master,
     )
     result = run_trial(spec, exports["lr"], tmp_path / "trial")
-    hosts.wait_all()
+    assert hosts.wait_all() == []
     assert result.ok, result.reason
     assert spec.key == "lr-fastapi-w1-u8-docker-at-lab_server-lh2"
     c = result.context
     print({k: c[k] for k in ("server_host", "server_url", "resource_source", "image")}, result.metrics[Metric.RPS])
     assert c["server_host"] == "lab_server" and c["resource_source"] == "engine-stats"
     assert c["server_url"].startswith(f"http://{SERVER_HOST}:")  # published on the server host, reached there
+    assert "CPUs" in c["server_host_machine"] and c["load_host_machines"].startswith("load1 on ")
     m = result.metrics
     assert m[Metric.RPS] > 0 and m[Metric.ERROR_RATE] == 0 and m[Metric.SERVER_CPU_AVG] > 0
     assert m[Metric.LOADGEN_WORKERS] == 2

@@ -38,6 +38,7 @@ from locust import FastHttpUser, constant, events, task
 from locust.runners import MasterRunner, WorkerRunner
 
 from servebench.measure import latency
+from servebench.results.environment import describe, machine
 from servebench.servers.contract import RequestGenerator, Wire, check_answer, wire
 
 BODIES_PER_USER = 128
@@ -160,11 +161,13 @@ class Workers:
         self.final: set[str] = set()
         self.cpu: dict[str, list[tuple[float, float]]] = defaultdict(list)  # (time, CPU seconds so far)
         self.pids: dict[str, int] = {}
+        self.machines: dict[str, str] = {}
         self.locust_requests: Counter[str] = Counter()
 
     def hello(self, client_id: str, data: dict[str, Any]) -> None:
         self.hosts[client_id] = data["host"]
         self.pids[client_id] = data["pid"]
+        self.machines[client_id] = data["machine"]
         write_json("workers.json", {"connected": sorted(self.hosts.values())})
 
     def histograms(self, client_id: str, data: dict[str, Any]) -> None:
@@ -194,6 +197,7 @@ class Workers:
                 {
                     "host": host,
                     "pid": self.pids[client_id],
+                    "machine": self.machines[client_id],
                     "requests": count,
                     "locust_requests": self.locust_requests[client_id],
                     "cpu_percent": _cpu_percent(self.cpu[client_id], start, end),
@@ -279,7 +283,7 @@ def _on_init(environment, **_: object) -> None:  # type: ignore[no-untyped-def]
     elif isinstance(runner, WorkerRunner):
         host = environment.parsed_options.servebench_host or socket.gethostname()
         runner.register_message(FINISH_MESSAGE, lambda msg, **_: runner.stop())
-        runner.send_message(HELLO_MESSAGE, {"host": host, "pid": os.getpid()})
+        runner.send_message(HELLO_MESSAGE, {"host": host, "pid": os.getpid(), "machine": describe(machine())})
 
 
 def _configure(environment) -> None:  # type: ignore[no-untyped-def]

@@ -139,6 +139,10 @@ def _measure(
             )
         if load.invalid:
             raise LoadgenError(f"the load test in {folder} is invalid: {load.invalid}")
+        if load_spec.load_hosts:
+            context["load_host_machines"] = "; ".join(sorted({f"{w['host']} on {w['machine']}" for w in load.workers}))[
+                :500
+            ]
         server_samples = sampler.series("server", load.window_start, load.window_end)
         _write_samples(out_dir / folder / "resources.csv", sampler.samples)
         figures, flags = metrics.trial_metrics(

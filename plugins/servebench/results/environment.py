@@ -48,17 +48,32 @@ def fingerprint(tags: dict[str, str]) -> str:
     return hashlib.sha256(stable.encode()).hexdigest()[:12]
 
 
-def host_tags() -> dict[str, str]:
-    commit = _git("rev-parse", "HEAD")
-    dirty = bool(_git("status", "--porcelain", "--untracked-files=no"))
-    tags = {
-        "git.commit": (commit + ("-dirty" if dirty else "")) or "unknown",
+def machine() -> dict[str, str]:
+    """This machine's name, CPU, memory and kernel (a load host reports them to the trial's master)."""
+    return {
         "host.name": socket.gethostname(),
         "host.os": platform.platform(),
         "host.cpu_model": _cpu_model(),
         "host.cpu_count": str(os.cpu_count()),
         "host.memory_gb": f"{psutil.virtual_memory().total / 2**30:.1f}",
         "host.kernel": platform.release(),
+    }
+
+
+def describe(tags: dict[str, str]) -> str:
+    """A machine in one line, as a trial's context shows its load hosts and server host."""
+    return (
+        f"{tags['host.name']}: {tags['host.cpu_count']} CPUs ({tags['host.cpu_model']}), "
+        f"{tags['host.memory_gb']} GiB, kernel {tags['host.kernel']}"
+    )
+
+
+def host_tags() -> dict[str, str]:
+    commit = _git("rev-parse", "HEAD")
+    dirty = bool(_git("status", "--porcelain", "--untracked-files=no"))
+    tags = {
+        "git.commit": (commit + ("-dirty" if dirty else "")) or "unknown",
+        **machine(),
         "host.python": sys.version.split()[0],
         # A busy or throttled machine explains a slow night: what else ran, and the CPU frequency policy.
         "host.load_avg_1m": f"{os.getloadavg()[0]:.2f}",

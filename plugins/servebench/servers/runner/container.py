@@ -266,6 +266,13 @@ class ContainerRunner(Runner):
             with contextlib.suppress(docker.errors.APIError):
                 self.client.containers.get(name).remove(force=True)
             raise ServerFailed(f"server {manifest.name}: container could not be started: {exc}") from None
+        details = {"image": tag, "resource_source": "engine-stats"}
+        if self.where:
+            info = self.client.info()
+            details["server_host_machine"] = (
+                f"{info.get('Name')}: {info.get('NCPU')} CPUs, {info.get('MemTotal', 0) / 2**30:.1f} GiB, "
+                f"kernel {info.get('KernelVersion')}, {info.get('OperatingSystem')}"
+            )
         if not base_url:
             container.reload()
             published = container.ports.get(f"{images.CONTAINER_PORT}/tcp") or [{}]
@@ -277,5 +284,5 @@ class ContainerRunner(Runner):
             log_path,
             manifest.stop_grace_s,
             started_at,
-            {"image": tag, "resource_source": "engine-stats"},
+            details,
         )
