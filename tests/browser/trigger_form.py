@@ -135,6 +135,14 @@ class TriggerForm:
         self._select_all()
         self._keys(Keys.BACKSPACE, value)
 
+    def lines(self, name: str, values: list[str]) -> None:
+        """A list of strings without choices: a text area, one item per line."""
+        self._click(By.ID, f"element_{name}")
+        self._select_all()
+        self._keys(Keys.BACKSPACE)
+        for i, value in enumerate(values):
+            self._keys(*([Keys.SHIFT + Keys.ENTER] if i else []), value)
+
     def switch(self, name: str) -> None:
         self._click(By.CSS_SELECTOR, f"[id='switch:element_{name}']")
 

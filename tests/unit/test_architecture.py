@@ -8,7 +8,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[2] / "plugins" / "servebench"
 # Sub-package -> the sub-packages it may import. The modules at the top (pipeline, cli, airflow_tasks,
-# local_airflow) are the front doors and may import any of them; the package root only holds __version__.
+# local_airflow, lab) are the front doors and may import any of them; the package root only holds __version__.
 ALLOWED: dict[str, set[str]] = {
     "base": set(),
     "models": {"base"},
@@ -18,7 +18,7 @@ ALLOWED: dict[str, set[str]] = {
     "measure": {"base", "models", "servers", "config", "results"},
     "report": {"base", "config", "results"},
 }
-FRONT_DOORS = {"pipeline", "cli", "airflow_tasks", "local_airflow"}
+FRONT_DOORS = {"pipeline", "cli", "airflow_tasks", "local_airflow", "lab"}
 
 
 def modules() -> dict[str, ast.Module]:

@@ -57,6 +57,11 @@ def test_schedule_and_shape(dag) -> None:  # type: ignore[no-untyped-def]
         "request_timeout",
         "soak_minutes",
         "fail_on_regression",
+        "load_hosts",
+        "loadgen_master",
+        "replicas",
+        "cpus_per_replica",
+        "server_host",
     }
 
 

@@ -32,6 +32,8 @@ UNTOUCHED: dict[str, Any] = {
     "arrival": "poisson",
     "loadgen": "auto",
     "loadgen_processes": 1,
+    "load_hosts": [],
+    "loadgen_master": "127.0.0.1:5557",
     "request_timeout": 10,
     "cpu_split": "auto",
     "repeats": 3,
@@ -42,6 +44,9 @@ UNTOUCHED: dict[str, Any] = {
     "backend": "local",
     "cpuset": None,
     "memory_mb": None,
+    "replicas": [1],
+    "cpus_per_replica": [],
+    "server_host": "",
     "experiment": "servebench",
     "fail_on_regression": False,
 }
@@ -59,6 +64,8 @@ EVERY_FIELD_SET: dict[str, Any] = {
     "arrival": "constant",
     "loadgen": "locust",
     "loadgen_processes": 2,
+    "load_hosts": ["load1", "load2"],
+    "loadgen_master": "198.18.0.1:5557",
     "request_timeout": 5,
     "cpu_split": "off",
     "repeats": 2,
@@ -69,6 +76,9 @@ EVERY_FIELD_SET: dict[str, Any] = {
     "backend": "docker",
     "cpuset": "1",
     "memory_mb": 1024,
+    "replicas": [1, 2],
+    "cpus_per_replica": [1.5],
+    "server_host": "lab_server",
     "experiment": "form-test",
     "fail_on_regression": True,
 }
@@ -104,7 +114,11 @@ def test_every_field_set_in_the_form_reaches_the_trials(served_params: Any) -> N
     checked = params.parse(conf)
     planned = spec.plan(checked)
     assert [t.key for t in planned] == [
-        f"mlp-{fw}-w{w}-u{u}-docker-soak2m" for fw in ("fastapi", "cpp") for w in (1, 4) for u in (10, 20)
+        f"mlp-{fw}-w{w}-u{u}-r{r}x1.5cpu-docker-at-lab_server-lh2-soak2m"
+        for fw in ("fastapi", "cpp")
+        for w in (1, 4)
+        for u in (10, 20)
+        for r in (1, 2)
     ]
     settings = planned[0].settings
     assert (settings.duration, settings.warmup, settings.spawn_rate, settings.rate, settings.arrival) == (
@@ -117,6 +131,11 @@ def test_every_field_set_in_the_form_reaches_the_trials(served_params: Any) -> N
     assert (settings.loadgen_processes, settings.request_timeout, settings.cpu_split) == (2, 5, "off")
     assert (settings.repeats, settings.max_cv, settings.slo_p99_ms, settings.soak_minutes) == (2, 0.2, 50, 2)
     assert (settings.backend, settings.cpuset, settings.memory_mb) == ("docker", "1", 1024)
+    assert (settings.load_hosts, settings.loadgen_master, settings.server_host) == (
+        ["load1", "load2"],
+        "198.18.0.1:5557",
+        "lab_server",
+    )
     assert (checked.experiment, checked.fail_on_regression) == ("form-test", True)
 
 

@@ -43,7 +43,8 @@ def default_backend() -> str:
 LOAD, MEASURE, WHERE, RESULTS = "Load", "Measurement", "Where servers run", "Results"
 
 
-MATRIX = ("models", "frameworks", "workers", "users")  # the lists a run multiplies; the other fields are its settings
+# The lists a run multiplies; the other fields are its settings.
+MATRIX = ("models", "frameworks", "workers", "users", "replicas", "cpus_per_replica")
 
 
 def _section(name: str, logged_as: str | None = None) -> dict[str, Any]:
@@ -238,6 +239,20 @@ class BenchmarkParams(BaseModel):
         description="docker backend: each server container's memory limit, at least 64 (none: no limit).",
         json_schema_extra=_section(WHERE),
     )
+    replicas: list[PositiveInt] = Field(
+        default=[1],
+        title="Replicas",
+        description="docker backend: identical server containers behind one load balancer (HAProxy, round-robin), "
+        "a matrix dimension, e.g. [1, 2]. [1] without cpus_per_replica: one container, no balancer.",
+        json_schema_extra=_section(WHERE),
+    )
+    cpus_per_replica: list[Annotated[float, Field(gt=0, le=256)]] = Field(
+        default=[],
+        title="CPUs per replica",
+        description="docker backend: each replica's CPU limit (a CPU quota, as a Kubernetes limit), a matrix "
+        "dimension: [2, 1] with replicas [1, 2] measures 1 x 2 CPUs and 2 x 1 (and the other shapes). Empty: no limit.",
+        json_schema_extra=_section(WHERE),
+    )
     server_host: str = Field(
         default="",
         pattern=r"^([\w.-]*|(tcp|ssh|unix)://\S+)$",
@@ -278,7 +293,7 @@ class BenchmarkParams(BaseModel):
             raise ValueError(f"unknown framework(s) {unknown}; known: {known}")
         return value
 
-    @field_validator("models", "frameworks", "workers", "users", "load_hosts")
+    @field_validator("models", "frameworks", "workers", "users", "load_hosts", "replicas", "cpus_per_replica")
     @classmethod
     def _no_repeats(cls, value: list[Any]) -> list[Any]:
         if len(set(value)) != len(value):
@@ -289,6 +304,8 @@ class BenchmarkParams(BaseModel):
     def _runs_on_backend(self) -> BenchmarkParams:
         if self.backend == "local" and (self.cpuset is not None or self.memory_mb is not None):
             raise ValueError("cpuset and memory_mb limit containers: they need backend docker")
+        if self.backend == "local" and (self.replicas != [1] or self.cpus_per_replica):
+            raise ValueError("replicas and cpus_per_replica shape containers: they need backend docker")
         if self.backend == "local" and self.server_host:
             raise ValueError("server_host names a Docker engine elsewhere: it needs backend docker")
         if self.load == "open" and self.rate is None and not self.capacity:

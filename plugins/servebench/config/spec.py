@@ -19,11 +19,31 @@ class TrialSpec:
     workers: int
     users: int
     settings: BenchmarkParams
+    replicas: int = 1  # server containers behind a load balancer (runner/replicas.py)
+    cpus: float | None = None  # each replica's CPU limit; None: none
 
     @classmethod
-    def of(cls, model: str, framework: str, workers: int, users: int, **settings: Any) -> TrialSpec:
+    def of(
+        cls,
+        model: str,
+        framework: str,
+        workers: int,
+        users: int,
+        replicas: int = 1,
+        cpus: float | None = None,
+        **settings: Any,
+    ) -> TrialSpec:
         """A trial outside a planned matrix (tests, benchmarks): its settings validated like any run's."""
-        return cls(model, framework, workers, users, parse({"models": [model], "frameworks": [framework], **settings}))
+        shape = {"replicas": [replicas], "cpus_per_replica": [cpus] if cpus else []}
+        checked = parse({"models": [model], "frameworks": [framework], **shape, **settings})
+        return cls(model, framework, workers, users, checked, replicas, cpus)
+
+    @property
+    def shape(self) -> str:
+        """ "" for one container as it comes; "-r2x1cpu" for 2 replicas of 1 CPU behind a balancer."""
+        if self.replicas == 1 and self.cpus is None:
+            return ""
+        return f"-r{self.replicas}" + (f"x{self.cpus:g}cpu" if self.cpus else "")
 
     @property
     def _how(self) -> str:
@@ -55,18 +75,17 @@ class TrialSpec:
     @property
     def key(self) -> str:
         """Stable identity of a configuration across nights (baselines and re-runs use it)."""
-        return f"{self.model}-{self.framework}-w{self.workers}-u{self.users}{self._where}{self._how}"
+        return f"{self.model}-{self.framework}-w{self.workers}-u{self.users}{self.shape}{self._where}{self._how}"
 
     @property
     def run_name(self) -> str:
-        how = (self._where + self._how).replace("-", " · ")
+        how = (self.shape + self._where + self._how).replace("-", " · ")
         return f"{self.model} · {self.framework} · w{self.workers} · u{self.users}{how}"
 
     def measured_by(self, engine: str) -> TrialSpec:
         """The same configuration measured by another engine."""
-        return TrialSpec(
-            self.model, self.framework, self.workers, self.users, self.settings.model_copy(update={"loadgen": engine})
-        )
+        settings = self.settings.model_copy(update={"loadgen": engine})
+        return TrialSpec(self.model, self.framework, self.workers, self.users, settings, self.replicas, self.cpus)
 
     def logged_params(self) -> dict[str, Any]:
         """The trial's MLflow params: the matrix point and every setting but the matrix lists, each under the
@@ -81,6 +100,8 @@ class TrialSpec:
             "framework": self.framework,
             "workers": self.workers,
             "users": self.users,
+            "replicas": self.replicas,
+            "cpus_per_replica": self.cpus if self.cpus is not None else "unlimited",
             **settings,
         }
 
@@ -90,19 +111,28 @@ class TrialSpec:
             "framework": self.framework,
             "workers": self.workers,
             "users": self.users,
+            "replicas": self.replicas,
+            "cpus": self.cpus,
             "settings": self.settings.model_dump(mode="json"),
         }
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> TrialSpec:
-        return cls(raw["model"], raw["framework"], raw["workers"], raw["users"], trusted(raw["settings"]))
+        settings = trusted(raw["settings"])
+        return cls(raw["model"], raw["framework"], raw["workers"], raw["users"], settings, raw["replicas"], raw["cpus"])
 
 
 def plan(params: BenchmarkParams) -> list[TrialSpec]:
     """Every configuration of the matrix, grouped by model then framework so a night reads in order."""
+    cpus: list[float | None] = list(params.cpus_per_replica) or [None]
     return [
-        TrialSpec(model, framework, workers, users, params)
-        for model, framework, workers, users in itertools.product(
-            params.models, params.frameworks, params.worker_counts, params.users
+        TrialSpec(model, framework, workers, users, params, replicas, cpus)
+        for model, framework, workers, users, replicas, cpus in itertools.product(
+            params.models,
+            params.frameworks,
+            params.worker_counts,
+            params.users,
+            params.replicas,
+            cpus,
         )
     ]

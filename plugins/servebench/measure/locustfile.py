@@ -335,7 +335,9 @@ def _on_test_stop(environment, **_: object) -> None:  # type: ignore[no-untyped-
             _REPORTER.pop().kill(block=True)
         # Locust's own count of this worker's last requests first, then the last histograms: the master reads
         # them in that order from one connection, so once the histograms are in, so is Locust's count.
-        runner._send_stats()
+        stats: dict[str, Any] = {}
+        environment.events.report_to_master.fire(client_id=runner.client_id, data=stats)
+        runner.send_message("stats", stats)  # what Locust's own report sends, through its public API
         _send_histograms(runner, final=True)
     elif not isinstance(runner, MasterRunner):
         RECORDER.write(settings().config["out_dir"])

@@ -52,10 +52,12 @@ def trial_metrics(
     loadgen_cores: int = 1,
     machine: list[Sample] | None = None,
     remote_load: bool = False,
+    balancer: list[Sample] | None = None,
 ) -> tuple[dict[str, float], list[str]]:
     """The flat metrics of one trial and the flags that qualify them. `loadgen_cores` is how many cores
     the load generator can use (its processes, at most the CPUs it may run on); `machine`, the whole
-    machine's CPU over the same ticks, tells what other processes took. Under a Locust master each worker's
+    machine's CPU over the same ticks, tells what other processes took; `balancer`, the load balancer in front
+    of a replica set, is measured apart from the servers. Under a Locust master each worker's
     own CPU is judged too (one worker is one process: at most one core); with `remote_load` (workers on load
     hosts, where this machine's sampler cannot see them) the workers' CPU is the load generator's."""
     figures: dict[str, float] = {
@@ -108,8 +110,9 @@ def trial_metrics(
                 figures[Metric.RPS] * loadgen_cores * 100.0 / figures[Metric.LOADGEN_CPU_AVG]
             )
     figures[Metric.LOADGEN_SATURATED] = float(saturated)
+    figures.update(_stats((s.cpu_percent for s in balancer or []), "balancer_cpu_percent"))
     if machine:
-        other = host_other_cpu(machine, server, loadgen)
+        other = host_other_cpu(machine, [*server, *(balancer or [])], loadgen)
         figures[Metric.HOST_OTHER_CPU] = other
         if other > CONTENDED_PERCENT:
             flags.append(Flag.CONTENDED)

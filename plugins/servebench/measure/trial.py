@@ -101,7 +101,9 @@ def _measure(
         "worker_unit": server_manifest.worker_unit,
         "inference_threads": build.THREAD_CAPS["OMP_NUM_THREADS"],
     }
-    server = runner.start(server_manifest, model, spec.workers, out_dir / "server.log")
+    server = runner.start(
+        server_manifest, model, spec.workers, out_dir / "server.log", replicas=spec.replicas, cpus=spec.cpus
+    )
     context.update(server.details, server_url=server.base_url)
     if server.packages:
         (out_dir / "server_packages.txt").write_text(server.packages)
@@ -134,6 +136,8 @@ def _measure(
         with ResourceSampler() as sampler:
             sampler.track("machine", MachineProbe())
             sampler.track("server", probe)
+            if balancer := server.balancer_probe():
+                sampler.track("balancer", balancer)
             load = loadgen.run(
                 load_spec, out_dir / folder, on_started=lambda pid: sampler.track("loadgen", ProcessTreeProbe(pid))
             )
@@ -152,6 +156,7 @@ def _measure(
             where.loadgen_cores(loadgen.processes(load_spec)),  # h2load's processes grow with the ramp's connections
             sampler.series("machine", load.window_start, load.window_end),
             remote_load=bool(load_spec.load_hosts),
+            balancer=sampler.series("balancer", load.window_start, load.window_end),
         )
         figures[Metric.WARMUP_REQUESTS] = float(load.warmup_requests)
         if load.failures:

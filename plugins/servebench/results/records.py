@@ -56,6 +56,7 @@ class Metric(StrEnum):
     LOADGEN_WORKERS = "loadgen_workers"  # Locust workers under a master (--processes or load hosts)
     LOADGEN_WORKER_CPU_MAX = "loadgen_worker_cpu_percent_max"  # the busiest worker's mean CPU over the window
     LOADGEN_WORKER_CPU_MIN = "loadgen_worker_cpu_percent_min"
+    BALANCER_CPU_AVG = "balancer_cpu_percent_avg"  # the load balancer in front of a replica set
     PARITY_MAX_ABS_DIFF = "parity_max_abs_diff"
     MAX_RPS_AT_SLO = "max_rps_at_slo"  # capacity search
     CAPACITY_STEPS = "capacity_steps"

@@ -305,29 +305,52 @@ def ensure(client: Any, manifest: Manifest, model: ExportedModel) -> str:
             ", ".join(f"{k}={v}" for k, v in args.items()),
         )
         labels = {LABEL: "true", "servebench.server": manifest.name, "servebench.model": model.name}
-        output: list[str] = []
-        build_labels = {**labels, "servebench.model_key": model.key}
-        for chunk in client.api.build(
-            path=str(ctx), tag=tag, buildargs=args, labels=build_labels, rm=True, forcerm=True, decode=True
-        ):
-            if "error" in chunk:
-                tail = "\n".join(output[-30:])
-                raise ImageError(
-                    f"server {manifest.name}: building image {tag} failed: {chunk['error'].strip()}\n{tail}"
-                )
-            for line in str(chunk.get("stream", "")).splitlines():
-                if line.strip():
-                    output.append(line)
-                    if re.search(r"\bSTEP \d+/\d+|^Step \d+/\d+", line):  # Podman's and Docker's progress
-                        log.info("server %s: %s", manifest.name, line.strip()[:160])
-        try:
-            client.images.get(tag)
-        except docker.errors.ImageNotFound:
-            raise ImageError(
-                f"server {manifest.name}: the build of {tag} ended without an image:\n" + "\n".join(output[-30:])
-            ) from None
+        _build(client, ctx, tag, args, {**labels, "servebench.model_key": model.key}, f"server {manifest.name}")
     _remove_older(client, tag, labels)
     return tag
+
+
+def ensure_balancer(client: Any) -> str:
+    """The tag of the load balancer's image (docker/balancer.Dockerfile), building it when the engine lacks it."""
+    import docker.errors
+
+    with tempfile.TemporaryDirectory(prefix="servebench-image-balancer-") as tmp:
+        ctx = Path(tmp)
+        shutil.copy2(DOCKERFILES / "balancer.Dockerfile", ctx / "Dockerfile")
+        text = (ctx / "Dockerfile").read_text()
+        declared = set(re.findall(r"^\s*ARG\s+([A-Za-z_][A-Za-z0-9_]*)", text, re.M))
+        args = {name: value for name in declared if (value := os.environ.get(BUILD_ARG_PREFIX + name, ""))}
+        tag = f"servebench-balancer:{_context_digest(ctx, args)}"
+        try:
+            client.images.get(tag)
+            return tag
+        except docker.errors.ImageNotFound:
+            pass
+        log.info("load balancer: building image %s (%s)", tag, ", ".join(f"{k}={v}" for k, v in args.items()))
+        _build(client, ctx, tag, args, {LABEL: "true", "servebench.server": "balancer"}, "load balancer")
+    return tag
+
+
+def _build(client: Any, ctx: Path, tag: str, args: dict[str, str], labels: dict[str, str], what: str) -> None:
+    """Build `ctx` as `tag` on the engine, logging its steps; ImageError with the build's tail on failure."""
+    import docker.errors
+
+    output: list[str] = []
+    for chunk in client.api.build(
+        path=str(ctx), tag=tag, buildargs=args, labels=labels, rm=True, forcerm=True, decode=True
+    ):
+        if "error" in chunk:
+            tail = "\n".join(output[-30:])
+            raise ImageError(f"{what}: building image {tag} failed: {chunk['error'].strip()}\n{tail}")
+        for line in str(chunk.get("stream", "")).splitlines():
+            if line.strip():
+                output.append(line)
+                if re.search(r"\bSTEP \d+/\d+|^Step \d+/\d+", line):  # Podman's and Docker's progress
+                    log.info("%s: %s", what, line.strip()[:160])
+    try:
+        client.images.get(tag)
+    except docker.errors.ImageNotFound:
+        raise ImageError(f"{what}: the build of {tag} ended without an image:\n" + "\n".join(output[-30:])) from None
 
 
 def _remove_older(client: Any, tag: str, labels: dict[str, str]) -> None:

@@ -55,6 +55,10 @@ class ServerHandle(abc.ABC):
     def probe(self) -> Probe:
         """What the resource sampler reads for this server."""
 
+    def balancer_probe(self) -> Probe | None:
+        """What the sampler reads for the load balancer in front of the server, where there is one."""
+        return None
+
     def log_tail(self, lines: int = 40) -> str:
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
@@ -71,10 +75,18 @@ class Runner(abc.ABC):
 
     @abc.abstractmethod
     def start(
-        self, manifest: Manifest, model: ExportedModel, workers: int, log_path: Path, port: int | None = None
+        self,
+        manifest: Manifest,
+        model: ExportedModel,
+        workers: int,
+        log_path: Path,
+        port: int | None = None,
+        replicas: int = 1,
+        cpus: float | None = None,
     ) -> ServerHandle:
         """Start the server with `workers` workers (published on `port`, else a free one); returns before
-        it is healthy. Builds what is missing first."""
+        it is healthy. Builds what is missing first. `replicas` copies limited to `cpus` CPUs each behind a
+        load balancer where the backend can (runner/replicas.py)."""
 
     def limits(self) -> dict[str, str]:
         """The resource limits every server of this runner gets, as logged params."""

@@ -24,6 +24,7 @@ from servebench.models.export import ExportedModel
 from servebench.servers import images
 from servebench.servers.manifest import Manifest
 from servebench.servers.probes import MB, Usage
+from servebench.servers.runner import replicas as replicas_mod
 from servebench.servers.runner.base import (
     HOST,
     Runner,
@@ -142,6 +143,16 @@ class ContainerServer(ServerHandle):
     def probe(self) -> ContainerStatsProbe:
         return ContainerStatsProbe(self._container)
 
+    def cpu_seconds(self) -> float:
+        """The CPU the container has used since it started, from the engine's stats API."""
+        stats = self._container.stats(stream=False)
+        return int(stats["cpu_stats"]["cpu_usage"]["total_usage"]) / 1e9
+
+    def address(self, network: str) -> str:
+        """The container's IP address on `network`."""
+        self._container.reload()
+        return str(self._container.attrs["NetworkSettings"]["Networks"][network]["IPAddress"])
+
     def log_tail(self, lines: int = 40) -> str:
         if self._report is not None:
             return super().log_tail(lines)
@@ -217,55 +228,126 @@ class ContainerRunner(Runner):
         return [images.ensure(self.client, manifest, model) for model in models]
 
     def start(
-        self, manifest: Manifest, model: ExportedModel, workers: int, log_path: Path, port: int | None = None
-    ) -> ContainerServer:
-        import docker.errors
-
+        self,
+        manifest: Manifest,
+        model: ExportedModel,
+        workers: int,
+        log_path: Path,
+        port: int | None = None,
+        replicas: int = 1,
+        cpus: float | None = None,
+    ) -> ServerHandle:
         try:
             tag = images.ensure(self.client, manifest, model)
+            balancer_tag = images.ensure_balancer(self.client) if replicas > 1 or cpus else ""
         except images.ImageError as exc:
             raise ServerFailed(str(exc)) from None
-        name = f"servebench-{manifest.name}-{uuid.uuid4().hex[:8]}"
-        options: dict[str, Any] = {
-            "name": name,
-            "detach": True,
-            "environment": {"WORKERS": str(workers)},
-            "labels": {images.LABEL: "true", OWNER_LABEL: _owner()},
-            "cpuset_cpus": self.cpuset,
-            "init": False,
-            "stop_signal": "SIGTERM",
-        }
-        if self.memory_mb:
-            options.update(mem_limit=f"{self.memory_mb}m", memswap_limit=f"{self.memory_mb}m")  # no swap
-        if self.network:
-            options["network"] = self.network
-            base_url = f"http://{name}:{images.CONTAINER_PORT}"
-        elif self.where:
-            address = images.server_address(self.where)
-            options["ports"] = {f"{images.CONTAINER_PORT}/tcp": (address, port)}  # port None: the engine picks
-            base_url = ""
-        else:
-            if port:
-                check_port_free(port)
-            port = port or free_port()
-            options["ports"] = {f"{images.CONTAINER_PORT}/tcp": (HOST, port)}
-            base_url = f"http://{HOST}:{port}"
-        log_path.parent.mkdir(parents=True, exist_ok=True)
+        options = {"environment": {"WORKERS": str(workers)}, "stop_signal": "SIGTERM"}
         log.info(
-            "server %s: starting container %s from %s (%s workers, %s)",
+            "server %s: starting %s from %s (%s workers, %s)",
             manifest.name,
-            name,
+            f"{replicas} replica(s) of {cpus:g} CPUs behind a load balancer" if balancer_tag else "a container",
             tag,
             workers,
             ", ".join(f"{k} {v}" for k, v in self.limits().items()),
         )
+        if not balancer_tag:
+            return self._run(manifest.name, tag, options, log_path, manifest.stop_grace_s, port=port)
+        network = self._set_network()
+        members: list[ServerHandle] = []
+        try:
+            addresses = []
+            for i in range(1, replicas + 1):
+                replica = self._run(
+                    manifest.name,
+                    tag,
+                    {**options, "nano_cpus": int(cpus * 1e9) if cpus else None},
+                    log_path.with_name(f"{log_path.stem}-replica{i}.log"),
+                    manifest.stop_grace_s,
+                    network=network.name,
+                    publish=False,
+                )
+                members.append(replica)
+                addresses.append(replica.address(network.name))
+            config = replicas_mod.haproxy_config(addresses, images.CONTAINER_PORT, manifest.health_path, 60.0)
+            balancer = self._run(
+                "balancer",
+                balancer_tag,
+                {"environment": {"HAPROXY_CFG": config}},
+                log_path.with_name(f"{log_path.stem}-balancer.log"),
+                5.0,
+                port=port,
+                network=network.name if not self.network else None,
+                limited=False,
+            )
+        except BaseException:
+            for member in members:
+                member.kill()
+            with contextlib.suppress(Exception):
+                network.remove()
+            raise
+        details = {"replicas": str(replicas), "cpus_per_replica": f"{cpus:g}" if cpus else "unlimited"}
+        details["balancer"] = "haproxy (round-robin per request, health-checked)"
+        return replicas_mod.ReplicaSet(members, balancer, network, log_path, details)
+
+    def _set_network(self) -> Any:
+        """The network a replica set's members share: the harness's private one (compose), else a new one."""
+        if self.network:
+            return _Shared(self.client.networks.get(self.network))
+        name = f"servebench-set-{uuid.uuid4().hex[:8]}"
+        return self.client.networks.create(name, driver="bridge", labels={images.LABEL: "true", OWNER_LABEL: _owner()})
+
+    def _run(
+        self,
+        what: str,
+        tag: str,
+        extra: dict[str, Any],
+        log_path: Path,
+        grace_s: float,
+        port: int | None = None,
+        network: str | None = None,
+        limited: bool = True,
+        publish: bool = True,
+    ) -> ContainerServer:
+        """Run one container of `tag` (on `network` if given), with this runner's limits unless not `limited`,
+        reached where the harness can: by name on the runner's private network, or published (unless not
+        `publish`) on the server host's address or on 127.0.0.1."""
+        import docker.errors
+
+        name = f"servebench-{what}-{uuid.uuid4().hex[:8]}"
+        options: dict[str, Any] = {
+            "name": name,
+            "detach": True,
+            "labels": {images.LABEL: "true", OWNER_LABEL: _owner()},
+            "init": False,
+            **{k: v for k, v in extra.items() if v is not None},
+        }
+        if limited:
+            options["cpuset_cpus"] = self.cpuset
+            if self.memory_mb:
+                options.update(mem_limit=f"{self.memory_mb}m", memswap_limit=f"{self.memory_mb}m")  # no swap
+        address, base_url = "", ""
+        if network or self.network:
+            options["network"] = network or self.network
+            base_url = f"http://{name}:{images.CONTAINER_PORT}"  # by name, from the harness's private network
+        if publish and not self.network:
+            if self.where:
+                address = images.server_address(self.where)
+                options["ports"] = {f"{images.CONTAINER_PORT}/tcp": (address, port)}  # port None: the engine picks
+            else:
+                if port:
+                    check_port_free(port)
+                port = port or free_port()
+                options["ports"] = {f"{images.CONTAINER_PORT}/tcp": (HOST, port)}
+                base_url = f"http://{HOST}:{port}"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
         started_at = time.monotonic()
         try:
             container = self.client.containers.run(tag, **options)
         except docker.errors.APIError as exc:
             with contextlib.suppress(docker.errors.APIError):
                 self.client.containers.get(name).remove(force=True)
-            raise ServerFailed(f"server {manifest.name}: container could not be started: {exc}") from None
+            raise ServerFailed(f"server {what}: container could not be started: {exc}") from None
         details = {"image": tag, "resource_source": "engine-stats"}
         if self.where:
             info = self.client.info()
@@ -273,16 +355,19 @@ class ContainerRunner(Runner):
                 f"{info.get('Name')}: {info.get('NCPU')} CPUs, {info.get('MemTotal', 0) / 2**30:.1f} GiB, "
                 f"kernel {info.get('KernelVersion')}, {info.get('OperatingSystem')}"
             )
-        if not base_url:
+        if address:
             container.reload()
             published = container.ports.get(f"{images.CONTAINER_PORT}/tcp") or [{}]
             base_url = f"http://{address}:{published[0].get('HostPort')}"
-            log.info("server %s: published by %s at %s", manifest.name, self.where, base_url)
-        return ContainerServer(
-            container,
-            base_url,
-            log_path,
-            manifest.stop_grace_s,
-            started_at,
-            details,
-        )
+            log.info("server %s: published by %s at %s", what, self.where, base_url)
+        return ContainerServer(container, base_url, log_path, grace_s, started_at, details)
+
+
+class _Shared:
+    """The harness's own network, lent to a replica set: not removed with it."""
+
+    def __init__(self, network: Any) -> None:
+        self.name = network.name
+
+    def remove(self) -> None:
+        pass

@@ -154,8 +154,17 @@ class LocalProcessRunner(Runner):
         return [built.env_dir.name]
 
     def start(
-        self, manifest: Manifest, model: ExportedModel, workers: int, log_path: Path, port: int | None = None
+        self,
+        manifest: Manifest,
+        model: ExportedModel,
+        workers: int,
+        log_path: Path,
+        port: int | None = None,
+        replicas: int = 1,
+        cpus: float | None = None,
     ) -> LocalServer:
+        if replicas != 1 or cpus is not None:
+            raise ServerFailed("replicas and cpus_per_replica need containers: backend docker")
         if "local" not in manifest.backends:
             raise ServerFailed(
                 f"server {manifest.name} does not run as a local process (backends: {manifest.backends})"
