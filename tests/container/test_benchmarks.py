@@ -33,3 +33,16 @@ def test_backend_overhead_runs(engine: Any, no_leftover_containers: None) -> Non
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "cpu µs/req ratio" in proc.stdout and "\ncpp " in proc.stdout and "failed" not in proc.stdout, proc.stdout
+
+
+def test_replica_shapes_runs(engine: Any, no_leftover_containers: None) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "replica_shapes.py"), "--frameworks", "fastapi"]
+        + ["--users", "4", "--duration", "2", "--warmup", "0.5"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "fastapi     1 x 2 CPU" in proc.stdout and "fastapi     2 x 1 CPU" in proc.stdout, proc.stdout
+    assert "failed" not in proc.stdout, proc.stdout

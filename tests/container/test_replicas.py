@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from servebench.config.spec import TrialSpec
 from servebench.measure import loadgen
 from servebench.measure.trial import run_trial
@@ -37,6 +39,7 @@ def test_two_replicas_behind_the_balancer_share_the_load(
     assert report.leftovers == ()
 
 
+@pytest.mark.full  # the default tier runs shaped trials through benchmarks/replica_shapes.py (tests/container)
 def test_a_shaped_trial_measures_the_replicas_and_the_balancer_apart(
     engine: Any, exports: dict[str, ExportedModel], tmp_path: Path, no_leftover_containers: None
 ) -> None:

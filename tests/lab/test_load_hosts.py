@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from servebench.config.spec import TrialSpec
 from servebench.lab import CONTROLLER
 from servebench.measure.trial import run_trial
@@ -15,6 +17,7 @@ from servebench.results.records import Metric
 from servebench.servers.runner.local import free_port
 
 
+@pytest.mark.full  # the default tier drives a server on the lab's server host from the same two (test_server_host)
 def test_a_trial_from_two_load_hosts(lab, exports: dict[str, ExportedModel], tmp_path: Path) -> None:
     hosts = lab(2)
     master = f"{CONTROLLER}:{free_port(CONTROLLER)}"

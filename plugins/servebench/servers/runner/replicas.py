@@ -22,7 +22,7 @@ def haproxy_config(addresses: list[str], port: int, health_path: str, timeout_s:
     """HAProxy's configuration: every request to the next healthy replica in turn."""
     servers = "".join(f"    server r{i} {a}:{port} check inter 1s fall 2 rise 1\n" for i, a in enumerate(addresses, 1))
     return (
-        "global\n    maxconn 20000\n"
+        "global\n    maxconn 4096\n"
         "defaults\n    mode http\n    option http-keep-alive\n    timeout connect 5s\n"
         f"    timeout client {timeout_s:.0f}s\n    timeout server {timeout_s:.0f}s\n"
         f"frontend servebench\n    bind :{BALANCER_PORT}\n    default_backend replicas\n"
