@@ -35,10 +35,12 @@ def test_backend_overhead_runs(engine: Any, no_leftover_containers: None) -> Non
     assert "cpu µs/req ratio" in proc.stdout and "\ncpp " in proc.stdout and "failed" not in proc.stdout, proc.stdout
 
 
+SHAPES_ARGS = ["--frameworks", "fastapi", "--users", "4", "--duration", "2", "--warmup", "0.5"]
+
+
 def test_replica_shapes_runs(engine: Any, no_leftover_containers: None) -> None:
     proc = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "replica_shapes.py"), "--frameworks", "fastapi"]
-        + ["--users", "4", "--duration", "2", "--warmup", "0.5"],
+        [sys.executable, str(REPO / "benchmarks" / "replica_shapes.py"), *SHAPES_ARGS],
         capture_output=True,
         text=True,
         timeout=600,

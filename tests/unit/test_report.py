@@ -15,7 +15,7 @@ from servebench.config.spec import TrialSpec
 from servebench.report import page as report
 from servebench.report import summary
 from servebench.results import spool
-from servebench.results.records import TrialResult
+from servebench.results.records import Metric, TrialResult
 from servebench.results.spool import Benchmark
 from servebench.results.tracker import Tracker
 
@@ -207,3 +207,31 @@ def test_report_and_compare_commands(tracker: Tracker, tmp_path: Path, capsys: p
     assert f"run {child} is not a benchmark's parent run; it is a trial of benchmark {after}" in capsys.readouterr().err
     assert cli.main(["compare", before, "nope"]) == 2
     assert "servebench: no run 'nope' at sqlite:///" in capsys.readouterr().err
+
+
+def test_equal_cpu_shapes_are_compared_side_by_side() -> None:
+    def row(replicas: int, cpus: str, rps: float, framework: str = "fastapi") -> dict:
+        shape = summary.shape_fields(replicas, cpus)
+        return {
+            "model": "lr",
+            "framework": framework,
+            "workers": 1,
+            "users": 8,
+            "status": "ok",
+            "engine": "locust",
+            **shape,
+            Metric.RPS: rps,
+            Metric.SERVER_CPU_AVG: 150.0,
+            Metric.BALANCER_CPU_AVG: 20.0,
+        }
+
+    rows = [row(1, "2.0", 1000.0), row(2, "1.0", 1500.0), row(4, "1.0", 2500.0), row(1, "unlimited", 900.0)]
+    assert [r["shape"] for r in rows] == ["1 x 2 CPU", "2 x 1 CPU", "4 x 1 CPU", ""]
+    assert summary.label(rows[1]) == "lr/fastapi/w1/u8/2x1CPU"
+    (group,) = summary.shapes(rows)  # 4 x 1 has other total CPUs, the unlimited one none
+    assert [r["shape"] for r in group] == ["1 x 2 CPU", "2 x 1 CPU"]
+    assert summary.shape_lines(rows) == [
+        "equal total CPUs (2), lr/fastapi/w1/u8: 1 x 2 CPU 1000 rps (1.00x), 2 x 1 CPU 1500 rps (1.50x)"
+    ]
+    html = report.render_html(report.Report("shapes", rows, {}, {}, {}), {})
+    assert "<h2>Equal total CPUs, different shapes</h2>" in html and "<td class=s>2 x 1 CPU</td><td>1500</td>" in html

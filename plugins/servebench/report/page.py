@@ -275,6 +275,7 @@ def render_html(report: Report, pngs: dict[str, Path]) -> str:
     ]
     for model in sorted({r["model"] for r in rows}):
         parts.append(f"<h3>{_e(model)}</h3>" + _table([r for r in rows if r["model"] == model]))
+    parts.append(_shapes(rows))
     parts.append("<h2>Plots</h2>")
     for name, heading, how in PLOTS:
         if name in pngs:
@@ -410,6 +411,33 @@ def _caveats(rows: Rows) -> str:
         f"<li class=warn><b>{_e(what)}</b> ({_e(', '.join(labels))})</li>" for what, labels in flagged.items()
     )
     return f"<h3>Caveats</h3><ul>{items}</ul>"
+
+
+def _shapes(rows: Rows) -> str:
+    """Equal total CPUs, different shapes: one table per configuration measured in several shapes."""
+    groups = summary.shapes(rows)
+    if not groups:
+        return ""
+    parts = [
+        "<h2>Equal total CPUs, different shapes</h2>",
+        "<p class=muted>The same server given the same CPUs as one big replica or several small ones, each shape "
+        "behind the same HAProxy balancer (its CPU shown apart). rps/core = requests per second per core the "
+        "replicas kept busy.</p>",
+    ]
+    for group in groups:
+        first = group[0]
+        head = f"{first['model']} · {first['framework']} · w{first['workers']} · u{first['users']} · {first['total_cpus']:g} CPUs"
+        cells = [
+            f"<tr><td class=s>{_e(r['shape'])}</td><td>{_fmt(r.get(Metric.RPS), '.0f')}</td>"
+            f"<td>{_fmt(r.get(Metric.LATENCY_P99), '.2f')}</td><td>{_fmt(r.get('rps_per_core'), '.0f')}</td>"
+            f"<td>{_fmt(r.get(Metric.SERVER_CPU_AVG), '.0f')}</td><td>{_fmt(r.get(Metric.BALANCER_CPU_AVG), '.0f')}</td></tr>"
+            for r in group
+        ]
+        parts.append(
+            f"<h3>{_e(head)}</h3><table><thead><tr><th>shape</th><th>rps</th><th>p99 ms</th><th>rps/core</th>"
+            f"<th>server cpu %</th><th>balancer cpu %</th></tr></thead><tbody>{''.join(cells)}</tbody></table>"
+        )
+    return "\n".join(parts)
 
 
 def _table(rows: Rows) -> str:

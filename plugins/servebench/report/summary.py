@@ -35,6 +35,7 @@ COLUMNS: list[tuple[str, str, str]] = [
     ("framework", "framework", "s"),
     ("workers", "workers", "s"),
     ("users", "users", "s"),
+    ("shape", "shape", "s"),
     ("engine", "engine", "s"),
     ("status", "status", "s"),
     ("parity", "parity", "s"),
@@ -87,7 +88,7 @@ class Summary:
         return [r for r in self.rows if r.get("parity") == "fail"]
 
     def text(self) -> str:
-        return format_table(self.rows) + "".join(f"\n{c}" for c in self.changes)
+        return format_table(self.rows) + "".join(f"\n{c}" for c in [*shape_lines(self.rows), *self.changes])
 
 
 def rows_from_records(records: Iterable[TrialRecord], planned: list[TrialSpec] | None = None) -> list[dict[str, Any]]:
@@ -101,6 +102,7 @@ def rows_from_records(records: Iterable[TrialRecord], planned: list[TrialSpec] |
             "framework": p.get("framework"),
             "workers": int(p.get("workers", 0)),
             "users": int(p.get("users", 0)),
+            **shape_fields(int(p.get("replicas", 1)), p.get("cpus_per_replica", "unlimited")),
             "status": t.get(TAG_STATUS, "unknown"),
             "parity": p.get("parity"),
             "run_id": record.run_id,
@@ -134,6 +136,7 @@ def rows_from_records(records: Iterable[TrialRecord], planned: list[TrialSpec] |
                 "framework": spec.framework,
                 "workers": spec.workers,
                 "users": spec.users,
+                **shape_fields(spec.replicas, str(spec.cpus) if spec.cpus else "unlimited"),
                 "key": spec.key,
                 "status": "missing",
                 "notes": "planned but no result was logged (task killed or never ran)",
@@ -143,18 +146,56 @@ def rows_from_records(records: Iterable[TrialRecord], planned: list[TrialSpec] |
             row["superseded"] = True
             row["notes"] = "Locust saturated: the h2load row measures the server; " + row["notes"]
     ordered = sorted(
-        rows.values(), key=lambda r: (r["model"], r["framework"], r["workers"], r["users"], r.get("engine", ""))
+        rows.values(),
+        key=lambda r: (r["model"], r["framework"], r["workers"], r["users"], r.get("shape", ""), r.get("engine", "")),
     )
     for row in best(ordered).values():
         row["best"] = "★"
     return ordered
 
 
+def shape_fields(replicas: int, cpus: str) -> dict[str, Any]:
+    """A row's replica shape: "" for one container as it comes, "2 x 1 CPU" for two replicas of one CPU."""
+    limited = cpus not in ("unlimited", "None", "")
+    shown = "" if replicas == 1 and not limited else f"{replicas} x {float(cpus):g} CPU" if limited else f"{replicas} x"
+    return {"replicas": replicas, "total_cpus": replicas * float(cpus) if limited else None, "shape": shown}
+
+
 def label(row: dict[str, Any]) -> str:
-    """How a configuration is named in texts and plots: model/framework/wN/uN (and /h2load where the native
-    engine measured it)."""
+    """How a configuration is named in texts and plots: model/framework/wN/uN (with its replica shape, and
+    /h2load where the native engine measured it)."""
     engine = "/h2load" if row.get("engine") == "h2load" else ""
-    return f"{row['model']}/{row['framework']}/w{row['workers']}/u{row['users']}{engine}"
+    shape = f"/{row['shape'].replace(' ', '')}" if row.get("shape") else ""
+    return f"{row['model']}/{row['framework']}/w{row['workers']}/u{row['users']}{shape}{engine}"
+
+
+def shape_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """Each equal-CPU group in one line: its shapes' throughput, relative to the first shape's."""
+    lines = []
+    for group in shapes(rows):
+        base = group[0].get(Metric.RPS) or 0.0
+        shown = ", ".join(
+            f"{r['shape']} {r.get(Metric.RPS, 0.0):.0f} rps"
+            + (f" ({r.get(Metric.RPS, 0.0) / base:.2f}x)" if base else "")
+            for r in group
+        )
+        first = group[0]
+        lines.append(
+            f"equal total CPUs ({first['total_cpus']:g}), {first['model']}/{first['framework']}/w{first['workers']}/"
+            f"u{first['users']}: {shown}"
+        )
+    return lines
+
+
+def shapes(rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """Groups of measured rows that differ only in their replica shape and have the same total CPUs (e.g. 1 x 2
+    CPU and 2 x 1 CPU): the "more small nodes or fewer big ones" comparison, one group per configuration."""
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for row in rows:
+        if row.get("total_cpus") and row["status"] in MEASURED:
+            same = (row["model"], row["framework"], row["workers"], row["users"], row.get("engine"), row["total_cpus"])
+            groups.setdefault(same, []).append(row)
+    return [sorted(g, key=lambda r: r["replicas"]) for g in groups.values() if len(g) > 1]
 
 
 def speed(row: dict[str, Any]) -> float:
@@ -220,6 +261,7 @@ OPTIONAL = {
     Metric.MAX_RPS_AT_SLO,
     Metric.RSS_GROWTH,
     "verdict",
+    "shape",
 }
 
 
