@@ -11,11 +11,17 @@ verdicts against the nights before; a scheduled night with a regression ends red
 to a local spool first and uploaded after, so an unreachable MLflow loses nothing (`servebench sync`);
 a killed trial task stops its server and Locust; a re-run task replaces its MLflow run.
 
+Across machines (README "Across machines"): on a CeleryExecutor deployment whose load hosts are Celery queues,
+listed in SERVEBENCH_LOAD_QUEUES, one `load_host_<queue>` task per queue runs Locust workers on that host for
+every trial of a run that names it in `load_hosts` (skipped otherwise); servers run on the engine `server_host`
+names.
+
 This file only wires tasks; the logic lives in `servebench.pipeline` (the `servebench` CLI runs the same).
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pendulum
@@ -26,6 +32,9 @@ from servebench.config.params import defaults, json_schemas
 
 LOAD_POOL = "servebench_load"
 Settings = dict[str, Any]  # the validated parameters, as `plan` hands them on
+# The deployment's load hosts: Celery queues with a worker on each (read here, as the queue of a task is fixed
+# when the DAG is parsed; a run uses those its `load_hosts` names).
+LOAD_QUEUES = [q for q in os.environ.get("SERVEBENCH_LOAD_QUEUES", "").split(",") if q.strip()]
 
 
 def _params() -> dict[str, Param]:
@@ -120,8 +129,26 @@ def serving_benchmark() -> None:
         if why := pipeline.verdict(result, nightly, bool(settings["fail_on_regression"])):
             raise pipeline.TrialFailed(why)
 
+    def load_host(queue: str) -> Any:
+        @task(task_id=f"load_host_{queue.replace('.', '_').replace('-', '_')}", queue=queue)
+        def serve_load(settings: Settings) -> dict[str, Any]:
+            """Locust workers on this load host for the run's trials, if the run names it."""
+            from airflow.sdk.exceptions import AirflowSkipException
+
+            from servebench import pipeline
+            from servebench.config.params import trusted
+
+            checked = trusted(settings)
+            if queue not in checked.load_hosts:
+                raise AirflowSkipException(f"this run's load_hosts {checked.load_hosts} do not name {queue}")
+            return pipeline.serve_load(queue, checked)
+
+        return serve_load
+
     planned = plan()
     settings = planned["settings"]
+    for queue in LOAD_QUEUES:
+        load_host(queue.strip())(settings)
     exports = train_models(settings)
     builds = build_server.partial(settings=settings, exports=exports).expand(framework=frameworks(settings))
     benchmark = open_run(settings, exports)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -200,6 +201,21 @@ def needs_native_engine(result: TrialResult) -> bool:
         and not s.capacity
         and not s.soak_minutes
     )
+
+
+def serve_load(host: str, checked: params.BenchmarkParams, idle_s: float = 60.0) -> dict[str, Any]:
+    """On a load host (an Airflow task on its Celery queue): Locust workers for every trial of the run, joining each
+    trial's master at `loadgen_master`, until none has come for `idle_s` after the last. Where it ran (the
+    address this host reaches the master from) and how many load tests it served."""
+    from servebench.measure import locust_engine
+
+    address, _, port = checked.loadgen_master.rpartition(":")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:  # no packet sent: the route's source address
+        probe.connect((address, int(port)))
+        source = str(probe.getsockname()[0])
+    log.info("load host %s: this worker reaches the Locust master %s from %s", host, checked.loadgen_master, source)
+    served = locust_engine.worker(checked.loadgen_master, host, checked.loadgen_processes, idle_s)
+    return {"load_host": host, "address": source, "hostname": socket.gethostname(), "load_tests": served}
 
 
 def planned_trials(parent_id: str, tracker: Tracker) -> list[TrialSpec]:

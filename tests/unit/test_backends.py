@@ -115,3 +115,20 @@ def test_the_compose_file_refuses_to_start_without_its_secrets(tmp_path: Path) -
     )
     proc = _compose("config", "-q", env_file=env)
     assert proc.returncode != 0 and "set POSTGRES_PASSWORD in .env" in proc.stderr
+
+
+def test_the_celery_profile_adds_redis_and_a_worker_per_queue() -> None:
+    import yaml
+
+    proc = _compose("--profile", "celery", "config", env_file=REPO / ".env.example")
+    assert proc.returncode == 0, proc.stderr
+    services = yaml.safe_load(proc.stdout)["services"]
+    assert {name for name, s in services.items() if "celery" in s.get("profiles", [])} == {
+        "redis",
+        "airflow-worker",
+        "load-worker",
+    }
+    assert services["load-worker"]["command"][-3:] == ["load1", "--concurrency", "1"]
+    env = services["airflow-scheduler"]["environment"]
+    assert env["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"  # the single-machine default, unless the .env says
+    assert env["AIRFLOW__CELERY__BROKER_URL"] == "redis://redis:6379/0"

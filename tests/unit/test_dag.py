@@ -119,3 +119,15 @@ def test_parsing_the_dag_reads_no_server_folder() -> None:
     servers = str(REPO / "servers")
     assert [p for p in parsed.splitlines() if p.startswith(servers)] == []
     assert f"{servers}/fastapi/manifest.toml" in loaded.splitlines()
+
+
+def test_each_load_queue_of_the_deployment_gets_a_task_on_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    from airflow.dag_processing.dagbag import DagBag
+
+    monkeypatch.setenv("SERVEBENCH_LOAD_QUEUES", "load1,load-2")
+    bag = DagBag(dag_folder=str(REPO / "dags"))
+    assert bag.import_errors == {}
+    tasks = {t.task_id: t for t in bag.dags["serving_benchmark"].tasks}
+    assert (tasks["load_host_load1"].queue, tasks["load_host_load_2"].queue) == ("load1", "load-2")
+    assert tasks["run_trial"].queue == "default"  # trials (server, master, sampling) stay on the controller
+    assert [t.task_id for t in tasks["load_host_load1"].upstream_list] == ["plan"]
