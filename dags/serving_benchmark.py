@@ -130,7 +130,8 @@ def serving_benchmark() -> None:
             raise pipeline.TrialFailed(why)
 
     def load_host(queue: str) -> Any:
-        @task(task_id=f"load_host_{queue.replace('.', '_').replace('-', '_')}", queue=queue)
+        # First in line: its workers must be up before the first trial's master waits for them.
+        @task(task_id=f"load_host_{queue.replace('.', '_').replace('-', '_')}", queue=queue, priority_weight=100)
         def serve_load(settings: Settings) -> dict[str, Any]:
             """Locust workers on this load host for the run's trials, if the run names it."""
             from airflow.sdk.exceptions import AirflowSkipException
@@ -141,7 +142,14 @@ def serving_benchmark() -> None:
             checked = trusted(settings)
             if queue not in checked.load_hosts:
                 raise AirflowSkipException(f"this run's load_hosts {checked.load_hosts} do not name {queue}")
-            return pipeline.serve_load(queue, checked)
+            context = get_current_context()
+            ti, run_id = context["ti"], context["dag_run"].run_id
+
+            def trials_done() -> bool:  # summarize is scheduled once every trial has ended
+                states = ti.get_task_states(dag_id=ti.dag_id, task_ids=["summarize"], run_ids=[run_id])
+                return any(states.get(run_id, {}).values())
+
+            return pipeline.serve_load(queue, checked, trials_done)
 
         return serve_load
 

@@ -12,8 +12,9 @@ log() { printf '\033[1m[setup]\033[0m %s\n' "$*" >&2; }
 # CMake from Debian's Boost (Beast/Asio), Asio (for the Crow flavour), RapidJSON and Eigen headers;
 # nghttp2-client is h2load, the native load engine.
 APT_PACKAGES=(python3-venv ca-certificates g++ make cmake libboost-dev libasio-dev rapidjson-dev libeigen3-dev nghttp2-client)
-# --test: what the tests need besides, Chromium and its driver for the browser tests of Airflow's UI.
-[[ "${1:-}" == "--test" ]] && APT_PACKAGES+=(chromium chromium-driver)
+# --test: what the tests need besides: Chromium and its driver for the browser tests of Airflow's UI; iproute2
+# and Redis for the lab (hosts as network namespaces, Celery's broker: scripts/lab.sh).
+[[ "${1:-}" == "--test" ]] && APT_PACKAGES+=(chromium chromium-driver iproute2 redis-server)
 PYTHON="${PYTHON:-$(command -v python3.11 || command -v python3)}"
 need_apt=()
 "$PYTHON" -c 'import ensurepip, venv' 2>/dev/null || need_apt+=(python3-venv)

@@ -91,7 +91,7 @@ class LocalAirflow:
 
     @property
     def url(self) -> str:
-        return f"http://{HOST}:{self.port}"
+        return f"http://{self.env['AIRFLOW__API__HOST']}:{self.port}"
 
     @property
     def log_dir(self) -> Path:
@@ -119,7 +119,7 @@ class LocalAirflow:
         self._airflow("pools", "set", LOAD_POOL, "1", "servebench: one load test at a time")
 
     def start(self, timeout: float = 240) -> None:
-        check_port_free(self.port)
+        check_port_free(self.port, self.env["AIRFLOW__API__HOST"])
         self.log_dir.mkdir(parents=True, exist_ok=True)
         airflow = str(Path(sys.executable).parent / "airflow")
         for name, args in COMPONENTS.items():

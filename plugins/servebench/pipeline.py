@@ -6,6 +6,7 @@ import logging
 import re
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -203,10 +204,13 @@ def needs_native_engine(result: TrialResult) -> bool:
     )
 
 
-def serve_load(host: str, checked: params.BenchmarkParams, idle_s: float = 60.0) -> dict[str, Any]:
+def serve_load(
+    host: str, checked: params.BenchmarkParams, trials_done: Callable[[], bool], idle_s: float = 600.0
+) -> dict[str, Any]:
     """On a load host (an Airflow task on its Celery queue): Locust workers for every trial of the run, joining each
-    trial's master at `loadgen_master`, until none has come for `idle_s` after the last. Where it ran (the
-    address this host reaches the master from) and how many load tests it served."""
+    trial's master at `loadgen_master`, until `trials_done` says the run's trials have ended (or, failing that,
+    no master has come for `idle_s`). Where it ran (the address this host reaches the master from) and how many
+    load tests it served."""
     from servebench.measure import locust_engine
 
     address, _, port = checked.loadgen_master.rpartition(":")
@@ -214,7 +218,7 @@ def serve_load(host: str, checked: params.BenchmarkParams, idle_s: float = 60.0)
         probe.connect((address, int(port)))
         source = str(probe.getsockname()[0])
     log.info("load host %s: this worker reaches the Locust master %s from %s", host, checked.loadgen_master, source)
-    served = locust_engine.worker(checked.loadgen_master, host, checked.loadgen_processes, idle_s)
+    served = locust_engine.worker(checked.loadgen_master, host, checked.loadgen_processes, idle_s, idle_s, trials_done)
     return {"load_host": host, "address": source, "hostname": socket.gethostname(), "load_tests": served}
 
 

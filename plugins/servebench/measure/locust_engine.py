@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 STOP_SLACK_S = 30.0  # beyond warm-up + ramp-up + duration before the harness gives up on Locust
+DONE_CHECK_S = 5.0  # how often an idle load worker asks whether the run's trials have ended
 
 
 def run(spec: LoadSpec, out_dir: Path, on_started: Callable[[int], None]) -> LoadResult:
@@ -170,15 +171,28 @@ def _missing_workers(spec: LoadSpec, out_dir: Path) -> str:
     )
 
 
-def worker(master: str, host: str, processes: int = 1, idle_s: float = 60.0, first_wait_s: float = 900.0) -> int:
-    """Serve load tests as Locust workers for the master at `master` (host:port), one test after another, until no
-    master has been reachable for `idle_s` since the last test (a trial's masters come and go between its load
-    tests), or for `first_wait_s` before the first (its server may be building). Returns the number of tests
-    served. `host` names this load host in the results."""
+def worker(
+    master: str,
+    host: str,
+    processes: int = 1,
+    idle_s: float = 60.0,
+    first_wait_s: float = 900.0,
+    done: Callable[[], bool] = lambda: False,
+) -> int:
+    """Serve load tests as Locust workers for the master at `master` (host:port), one test after another, until
+    `done` says no more will come (checked every few seconds between tests), or no master has been reachable for
+    `idle_s` since the last test (a trial's masters come and go between its load tests) or for `first_wait_s`
+    before the first (its server may be building). Returns the number of tests served. `host` names this load
+    host in the results."""
     address, _, port = master.rpartition(":")
-    served, idle_since = 0, time.monotonic()
+    served, idle_since, checked = 0, time.monotonic(), 0.0
     while time.monotonic() - idle_since < (idle_s if served else first_wait_s):
         if not _reachable(address, int(port)):
+            if time.monotonic() - checked > DONE_CHECK_S:
+                checked = time.monotonic()
+                if done():
+                    log.info("load worker %s: the run's trials have ended", host)
+                    break
             time.sleep(0.5)
             continue
         cmd = [
@@ -208,7 +222,7 @@ def worker(master: str, host: str, processes: int = 1, idle_s: float = 60.0, fir
         idle_since = time.monotonic()
         while _reachable(address, int(port)) and time.monotonic() - idle_since < idle_s:
             time.sleep(0.2)  # the test's master is still closing: the next test needs a new one
-    log.info("load worker %s: no master for %.0f s after %d test(s); done", host, idle_s, served)
+    log.info("load worker %s: done after %d load test(s)", host, served)
     return served
 
 

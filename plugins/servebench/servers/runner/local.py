@@ -39,6 +39,8 @@ def free_port(address: str = HOST) -> int:
 def check_port_free(port: int, address: str = HOST) -> None:
     """ServerFailed naming who holds `port`, rather than a server that dies with "address already in use"."""
     with socket.socket() as sock:
+        # As servers bind: a port whose last connections linger in TIME_WAIT is free, one listened on is not.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((address, port))
             return
