@@ -266,8 +266,9 @@ OPTIONAL = {
 
 
 def columns(rows: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
-    """The columns worth showing for these rows (the engine only when another than Locust measured)."""
-    return [c for c in COLUMNS if c[1] not in OPTIONAL or any(r.get(c[1]) not in (None, "locust") for r in rows)]
+    """The columns worth showing for these rows (the engine only when another than Locust measured, the shape
+    only when a row has replicas or a CPU limit)."""
+    return [c for c in COLUMNS if c[1] not in OPTIONAL or any(r.get(c[1]) not in (None, "", "locust") for r in rows)]
 
 
 def format_table(rows: list[dict[str, Any]], markdown: bool = False) -> str:
