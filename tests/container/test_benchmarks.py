@@ -38,6 +38,7 @@ def test_backend_overhead_runs(engine: Any, no_leftover_containers: None) -> Non
 SHAPES_ARGS = ["--frameworks", "fastapi", "--users", "4", "--duration", "2", "--warmup", "0.5"]
 
 
+@pytest.mark.full  # a minute of figures CI does not judge; tests/container/test_replicas.py covers the balancer
 def test_replica_shapes_runs(engine: Any, no_leftover_containers: None) -> None:
     proc = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "replica_shapes.py"), *SHAPES_ARGS],

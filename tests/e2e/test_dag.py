@@ -226,6 +226,7 @@ def test_a_failing_server_fails_only_its_configurations(dag_run: dict) -> None:
     assert MlflowClient(tracker.uri).get_run(parent_id).info.status == "FAILED"
 
 
+@pytest.mark.full  # the airflow CLI's trigger path; tests/unit/test_dag.py checks the same rules in-process
 def test_invalid_conf_is_rejected_before_any_run(dag_run: dict, airflow_env: dict[str, str]) -> None:
     """The real trigger path (more cases, in-process, in tests/unit/test_dag.py)."""
     conf = {"workers": [0], "experiment": "never"}

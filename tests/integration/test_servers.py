@@ -63,7 +63,7 @@ def answers_right_and_rejects_bad_input(start_server, exports, shipped_server: s
     assert report.graceful and report.leftovers == () and group_members(server.root_pid) == []
 
 
-@pytest.mark.default_tier_servers("fastapi", "fastapi-gunicorn", "flask", "bentoml", "bentoml-batching", "cpp")
+@pytest.mark.default_tier_servers("fastapi", "fastapi-gunicorn", "flask", "bentoml", "cpp")
 def test_heavy_model_is_served_exactly(start_server, exports, shipped_server: str) -> None:
     server = start_server(shipped_server, "mlp", 1)
     meta = exports["mlp"].meta
