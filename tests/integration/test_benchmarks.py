@@ -19,10 +19,11 @@ TINY_LOAD = ["--users", "2", "--duration", "1", "--warmup", "0"]
     [
         ("fastapi_inference_mode.py", ["--models", "lr"], ["lr     inline", "lr     threadpool", "throughput ratio"]),
         ("server_cost.py", ["--frameworks", "fastapi"], ["cpu µs/req", "fastapi                  1"]),
-        (
+        pytest.param(
             "loadgen_ceiling.py",
             ["--frameworks", "fastapi", "--users", "8"],  # 8: FastAPI saturates within a step or two of h2load's ramp
             ["locust, 2 process(es)", "h2load", "ceiling ratio", "fastapi"],
+            marks=pytest.mark.full,  # half a minute; the engines' own tests cover both engines by default
         ),
         pytest.param(
             "load_hosts_ceiling.py",

@@ -181,12 +181,12 @@ def worker(
 ) -> int:
     """Serve load tests as Locust workers for the master at `master` (host:port), one test after another, until
     `done` says no more will come (checked every few seconds between tests), or no master has been reachable for
-    `idle_s` since the last test (a trial's masters come and go between its load tests) or for `first_wait_s`
+    `idle_s` since it last joined one (a trial's masters come and go between its load tests) or for `first_wait_s`
     before the first (its server may be building). Returns the number of tests served. `host` names this load
     host in the results."""
     address, _, port = master.rpartition(":")
-    served, idle_since, checked = 0, time.monotonic(), 0.0
-    while time.monotonic() - idle_since < (idle_s if served else first_wait_s):
+    served, joined, idle_since, checked = 0, 0, time.monotonic(), 0.0
+    while time.monotonic() - idle_since < (idle_s if joined else first_wait_s):
         if not _reachable(address, int(port)):
             if time.monotonic() - checked > DONE_CHECK_S:
                 checked = time.monotonic()
@@ -215,6 +215,7 @@ def worker(
             cmd += ["--processes", str(processes)]
         log.info("load worker %s: joining the master at %s", host, master)
         proc = subprocess.run(cmd, env={**_base_env(), "PYTHONUNBUFFERED": "1"}, check=False)
+        joined += 1
         if proc.returncode == 0:
             served += 1
         else:
