@@ -19,6 +19,7 @@ from servebench.servers.runner.container import ContainerRunner
 from servebench.servers.runner.replicas import ReplicaSet
 
 
+@pytest.mark.full  # 40 s; the lab's trial covers remote containers by default
 def test_two_replicas_behind_the_balancer_share_the_load(
     engine: Any, exports: dict[str, ExportedModel], tmp_path: Path, no_leftover_containers: None
 ) -> None:

@@ -28,8 +28,9 @@ SETTINGS = {
     "fail_on_regression": True,
     "loadgen": "locust",  # one engine, so the rows are known in advance (auto: tests/integration/test_engines.py)
 }
-# The default tier: one server loading ONNX (fastapi), one loading dense weights (cpp), and the fixtures.
-SMALL = {"models": ["lr"], "frameworks": ["fastapi", "cpp", *FIXTURES], "workers": [1], "experiment": "e2e", **SETTINGS}
+# The default tier: one real server (fastapi, on ONNX) and the fixtures; the C++ server's run through the CLI is
+# tests/e2e/test_cli.py's, its dense weights are checked in tests/integration.
+SMALL = {"models": ["lr"], "frameworks": ["fastapi", *FIXTURES], "workers": [1], "experiment": "e2e", **SETTINGS}
 # The exhaustive tier: both models, four real servers, one and two workers (24 trials).
 FULL = {
     "models": ["lr", "mlp"],

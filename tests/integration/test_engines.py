@@ -26,6 +26,7 @@ from .test_measurement import known_service_time
 pytestmark = pytest.mark.skipif(bool(h2load_engine.available()), reason=h2load_engine.available() or "")
 
 
+@pytest.mark.full  # Locust's known-service check runs by default, and an h2load trial
 def test_h2load_reads_a_known_service_time_to_a_tenth_of_a_millisecond(
     start_server, exports: dict[str, ExportedModel], tmp_path: Path
 ) -> None:

@@ -139,6 +139,7 @@ def test_capacity_search_converges_on_a_known_capacity(start_server, exports, tm
     assert all(not s.passed for s in steps if s.rate > 210.0)
 
 
+@pytest.mark.full  # the DAG test's trials run two repeats by default
 def test_repeats_through_a_trial(
     exports: dict[str, ExportedModel], tmp_path: Path, no_leftover_processes: None
 ) -> None:

@@ -6,12 +6,14 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
+import pytest
 from mlflow.tracking import MlflowClient
 
 from servebench.results.spool import Benchmark
 from servebench.results.tracker import Tracker
 
 
+@pytest.mark.full  # the DAG test checks each trial's registered model version by default
 def test_both_models_log_once_and_load_back(exports, tmp_path: Path) -> None:
     tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
     parent = tracker.open_parent(Benchmark("first", "models", "first", {}, {}, {}, tracker.uri))
