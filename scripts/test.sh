@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install what is missing, check lint, format and types, then run the default test tier (what CI runs:
-# unit, integration, e2e, browser and container tests, under 12 minutes on 2 cores). `--full` runs the
+# unit, integration, e2e, container and lab tests, under 12 minutes on 2 cores; the unit tests two at a time,
+# then everything that measures one at a time). `--full` runs the
 # exhaustive tier too (the whole e2e matrix, soak, the compose stack, every hostile-input class against
 # every server). Other arguments go to pytest, e.g. `bash scripts/test.sh -m unit`.
 # The container tests need a Docker-compatible engine: with DOCKER_HOST unset, a Podman one is set up and
