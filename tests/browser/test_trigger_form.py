@@ -83,7 +83,7 @@ def test_every_field_set_in_the_form_is_the_runs_conf(airflow: LocalAirflow, for
     form.text("cpuset", "1")
     form.number("memory_mb", values["memory_mb"])
     form.json_list("replicas", "1, 2")
-    form.json_list("cpus_per_replica", "1.5")
+    form.json_list_from_empty("cpus_per_replica", "1.5")
     form.text("server_host", values["server_host"])
     form.shot("form-set-4-where")
     form.section("Results")

@@ -120,6 +120,17 @@ class TriggerForm:
         ActionChains(self.d).key_down(Keys.CONTROL).send_keys(Keys.HOME).key_up(Keys.CONTROL).perform()
         self._keys(Keys.RIGHT, Keys.DELETE)
 
+    def json_list_from_empty(self, name: str, items: str) -> None:
+        """The JSON list editor of a list that defaults to empty: it is blank once cleared, and it closes a bracket
+        as it is typed; "x" keeps the text invalid (so not re-formatted) until the last key removes it."""
+        self._click(By.CSS_SELECTOR, f"#element_{name} .view-lines")
+        self._select_all()
+        self._keys(Keys.DELETE)
+        time.sleep(0.3)
+        self._keys("x[" + items)
+        ActionChains(self.d).key_down(Keys.CONTROL).send_keys(Keys.HOME).key_up(Keys.CONTROL).perform()
+        self._keys(Keys.DELETE)
+
     def number(self, name: str, value: float) -> None:
         self._click(By.CSS_SELECTOR, f"[id='number-input:element_{name}'] input")
         self._select_all()
