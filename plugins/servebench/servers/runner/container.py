@@ -9,6 +9,7 @@ removing it (a task killed with SIGKILL) is removed by the next container runner
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import logging
 import os
@@ -217,6 +218,20 @@ class ContainerRunner(Runner):
             reap_orphans(self._client)
         return self._client
 
+    @functools.cached_property
+    def _server_address(self) -> str:
+        """Where the harness reaches containers the server host publishes (resolved once per runner)."""
+        return images.server_address(self.where)
+
+    @functools.cached_property
+    def _server_host_machine(self) -> str:
+        """The server host's machine in one line, from its engine (asked once per runner, not per container)."""
+        info = self.client.info()
+        return (
+            f"{info.get('Name')}: {info.get('NCPU')} CPUs, {info.get('MemTotal', 0) / 2**30:.1f} GiB, "
+            f"kernel {info.get('KernelVersion')}, {info.get('OperatingSystem')}"
+        )
+
     def limits(self) -> dict[str, str]:
         return {
             "cpuset": self.cpuset or "all",
@@ -332,7 +347,7 @@ class ContainerRunner(Runner):
             base_url = f"http://{name}:{images.CONTAINER_PORT}"  # by name, from the harness's private network
         if publish and not self.network:
             if self.where:
-                address = images.server_address(self.where)
+                address = self._server_address
                 options["ports"] = {f"{images.CONTAINER_PORT}/tcp": (address, port)}  # port None: the engine picks
             else:
                 if port:
@@ -350,11 +365,7 @@ class ContainerRunner(Runner):
             raise ServerFailed(f"server {what}: container could not be started: {exc}") from None
         details = {"image": tag, "resource_source": "engine-stats"}
         if self.where:
-            info = self.client.info()
-            details["server_host_machine"] = (
-                f"{info.get('Name')}: {info.get('NCPU')} CPUs, {info.get('MemTotal', 0) / 2**30:.1f} GiB, "
-                f"kernel {info.get('KernelVersion')}, {info.get('OperatingSystem')}"
-            )
+            details["server_host_machine"] = self._server_host_machine
         if address:
             container.reload()
             published = container.ports.get(f"{images.CONTAINER_PORT}/tcp") or [{}]
