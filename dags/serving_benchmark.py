@@ -77,7 +77,7 @@ def serving_benchmark() -> None:
         from servebench import pipeline
         from servebench.config.params import trusted
 
-        return [str(export.dir) for export in pipeline.train_models(trusted(settings).models)]
+        return [str(export.dir) for export in pipeline.train_models(trusted(settings))]
 
     @task(map_index_template="{{ framework }}")
     def build_server(framework: str, settings: Settings, exports: list[str]) -> list[str]:

@@ -95,6 +95,19 @@ def servebench_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
             os.environ[key] = value
 
 
+@pytest.fixture(autouse=True)
+def _tracking_uri_restored() -> Iterator[None]:
+    """MLflow's `set_tracking_uri` (a Tracker's) also sets MLFLOW_TRACKING_URI for the whole process: a test's
+    tracker must not point the next test's default store elsewhere."""
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    yield
+    if os.environ.get("MLFLOW_TRACKING_URI") != before:
+        if before is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = before
+
+
 @pytest.fixture(scope="session")
 def exports(servebench_home: Path) -> dict[str, Any]:
     """Every built-in model, trained and exported once per session (ExportedModel by name)."""

@@ -11,16 +11,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from servebench.base import paths
 from servebench.config import params
 from servebench.config.spec import TrialSpec, plan
 from servebench.measure.trial import run_trial
-from servebench.models.export import ExportedModel, export_model
+from servebench.models import export, schema, source
+from servebench.models.export import ExportedModel
 from servebench.report import page as report
 from servebench.report import summary
 from servebench.results import environment, regression, spool
 from servebench.results.records import (
     TAG_DAG_RUN,
     TAG_HOST,
+    TAG_MODEL_VERSION,
     TAG_STATUS,
     TAG_TRIAL_KEY,
     Flag,
@@ -29,7 +32,7 @@ from servebench.results.records import (
     record_of,
 )
 from servebench.results.tracker import Tracker
-from servebench.servers import images, manifest, runner
+from servebench.servers import capability, images, manifest, runner
 from servebench.servers.build import BuildError
 
 log = logging.getLogger(__name__)
@@ -55,13 +58,41 @@ def validate(raw: dict[str, Any]) -> tuple[params.BenchmarkParams, list[TrialSpe
         client = images.engine(checked.server_host)
         for server in servers:
             images.require_base_images(client, server)
+    _check_models(checked)
     specs = plan(checked)
     log.info("planned %d trials: %s", len(specs), ", ".join(s.key for s in specs))
     return checked, specs
 
 
-def train_models(names: list[str]) -> list[ExportedModel]:
-    return [export_model(name) for name in names]
+def _check_models(checked: params.BenchmarkParams) -> None:
+    """Each model resolves (registry, file) and its payload fits its schema; ParamsError naming the field."""
+    for entry in checked.models:
+        payload = checked.payload_for(entry)
+        try:
+            export.check(
+                entry,
+                Path(payload) if payload else None,
+                trust_pickle=checked.trust_pickle,
+                tracking_uri=paths.tracking_uri(),
+            )
+        except source.SourceError as exc:
+            raise params.ParamsError(f"invalid benchmark parameters: models: {exc}") from None
+        except schema.SchemaError as exc:
+            field = "payload" if payload else "models"
+            raise params.ParamsError(f"invalid benchmark parameters: {field}: {entry}: {exc}") from None
+
+
+def train_models(checked: params.BenchmarkParams) -> list[ExportedModel]:
+    """Every model of the run exported (recipes trained, registered versions downloaded), with its payload."""
+    return [
+        export.export_model(
+            entry,
+            payload=Path(p) if (p := checked.payload_for(entry)) else None,
+            trust_pickle=checked.trust_pickle,
+            tracking_uri=paths.tracking_uri(),
+        )
+        for entry in checked.models
+    ]
 
 
 def exported(folders: list[str]) -> list[ExportedModel]:
@@ -73,7 +104,14 @@ def build_framework(name: str, checked: params.BenchmarkParams, exports: list[Ex
     """Build what the backend needs to serve the exported models with this framework (venv, or one image per
     model)."""
     backend = runner.create(checked.backend, checked.cpuset, checked.memory_mb, where=checked.server_host)
-    return backend.build(manifest.get(name), exports)
+    server = manifest.get(name)
+    served = []
+    for model in exports:  # a model the server cannot serve is neither prepared nor baked into an image
+        if why := capability.unsupported(server, model.meta):
+            log.info("server %s: not built for model %s: %s", name, model.name, why)
+        else:
+            served.append(model)
+    return backend.build(server, served)
 
 
 def open_run(
@@ -296,10 +334,21 @@ def _judge(bench: spool.Benchmark, records: list[TrialRecord], parent_id: str, t
             for figure in regression.JUDGED
             if figure in record.metrics
         ]
-        tracker.log_verdicts(record.run_id, verdicts)
+        served = record.tags.get(TAG_MODEL_VERSION, "")
+        baseline = next((v for h in history if (v := h.tags.get(TAG_MODEL_VERSION))), "")
+        changed = version_change(baseline, served) if served and baseline and served != baseline else ""
+        if changed:
+            log.warning("%s: the model changed since its baseline: %s", record.tags[TAG_TRIAL_KEY], changed)
+        tracker.log_verdicts(record.run_id, verdicts, model_changed=changed)
         for judged in verdicts:
             if judged.verdict in ("regression", "improvement"):
                 log.warning("%s: %s", record.tags[TAG_TRIAL_KEY], judged.text)
+
+
+def version_change(before: str, now: str) -> str:
+    """`v3 → v4` for two versions of one registered model (`name/3`, `name/4`), else both in full."""
+    (old_name, _, old), (new_name, _, new) = before.rpartition("/"), now.rpartition("/")
+    return f"v{old} → v{new}" if old_name == new_name else f"{before} → {now}"
 
 
 def sync(tracker: Tracker, any_uri: bool = False) -> list[tuple[spool.Benchmark, Upload]]:
@@ -338,7 +387,7 @@ def run_all(raw: dict[str, Any], trigger: str = "cli", tracker: Tracker | None =
     """The whole pipeline in one process, in the DAG's order (what `servebench run` does)."""
     checked, specs = validate(raw)
     tracker = tracker or Tracker()
-    exports = train_models(checked.models)
+    exports = train_models(checked)
     for name in checked.frameworks:
         try:
             build_framework(name, checked, exports)

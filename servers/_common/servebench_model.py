@@ -67,14 +67,25 @@ async def read_limited_async(chunks: AsyncIterable[bytes]) -> bytes:
 
 
 class Predictor:
-    """The model, loaded once per worker process and warmed before the server answers health checks."""
+    """The model, loaded once per worker process and warmed before the server answers health checks.
+
+    Requests carry rows as lists in column order or, for a model with named columns, as {"column": value}
+    objects (the export's `inputs`); `onnx_inputs` says which columns feed which graph input. A classifier
+    answers labels and probabilities, a regressor its values."""
 
     def __init__(self, model_path: str, meta_path: str) -> None:
         started = time.perf_counter()
         with open(meta_path) as f:
             self.meta = json.load(f)
         self.name: str = self.meta["name"]
-        self.n_features: int = self.meta["n_features"]
+        self.columns: list[dict] = self.meta["inputs"]["columns"]
+        self.named: bool = self.meta["inputs"]["named"]
+        self.n_features: int = len(self.columns)
+        self.strings = {j for j, c in enumerate(self.columns) if c["type"] == "string"}
+        self.regressor: bool = self.meta["task"] == "regressor"
+        self.feeds: list[dict] = self.meta["onnx_inputs"]
+        # The common case, and the fast path: positional numbers into one float input.
+        self.matrix_only = not self.named and len(self.feeds) == 1 and self.feeds[0]["type"] == "float"
         options = ort.SessionOptions()
         options.intra_op_num_threads = 1
         options.inter_op_num_threads = 1
@@ -90,7 +101,7 @@ class Predictor:
         return cls(os.environ["SERVEBENCH_MODEL_PATH"], os.environ["SERVEBENCH_MODEL_META"])
 
     def _warm_up(self, rounds: int = 30) -> float:
-        sample = np.asarray(self.meta["samples"]["inputs"][:1], dtype=np.float32)
+        sample = self.parse(orjson.dumps({"instances": self.meta["samples"]["inputs"][:1]}))
         timings = []
         for _ in range(rounds):
             t0 = time.perf_counter()
@@ -100,30 +111,66 @@ class Predictor:
 
     check_length = staticmethod(check_length)
 
-    def parse(self, body: bytes) -> np.ndarray:
-        """The request's instances as a float matrix, or BadRequest saying what is wrong."""
+    def parse(self, body: bytes) -> np.ndarray | dict[str, np.ndarray]:
+        """The request's rows as the graph's inputs (one float matrix, or a feed per input), or BadRequest
+        saying what is wrong."""
         self.check_length(len(body))
         try:
             payload = orjson.loads(body)
         except orjson.JSONDecodeError:
             raise BadRequest(400, "body is not valid JSON") from None
         if not isinstance(payload, dict) or "instances" not in payload:
-            raise BadRequest(400, 'expected a JSON object {"instances": [[...], ...]}')
+            raise BadRequest(400, 'expected a JSON object {"instances": [...]}')
         rows = payload["instances"]
         if not isinstance(rows, list) or not rows:
             raise BadRequest(422, "'instances' must be a non-empty list of rows")
         if len(rows) > MAX_BATCH_ROWS:
             raise BadRequest(413, f"batch of {len(rows)} rows exceeds the limit of {MAX_BATCH_ROWS}")
+        if self.named:
+            rows = [self._named_row(i, row) for i, row in enumerate(rows)]
         for i, row in enumerate(rows):
             if not isinstance(row, list) or len(row) != self.n_features:
-                raise BadRequest(422, f"instances[{i}] must be a list of {self.n_features} numbers")
-            if not all(type(v) in _NUMBER for v in row):
-                raise BadRequest(422, f"instances[{i}] must contain only numbers")
+                raise BadRequest(422, f"instances[{i}] must be a list of {self.n_features} values")
+            if not self.strings:  # the common case, checked as fast as Python can
+                if not all(type(v) in _NUMBER for v in row):
+                    raise BadRequest(422, f"instances[{i}] must contain only numbers")
+                continue
+            for j, (value, column) in enumerate(zip(row, self.columns, strict=True)):
+                if (type(value) is str) != (j in self.strings) or (
+                    j not in self.strings and type(value) not in _NUMBER
+                ):
+                    kind = "a string" if j in self.strings else "a number"
+                    raise BadRequest(422, f"instances[{i}]: column {column['name']!r} must be {kind}")
+        if self.matrix_only:
+            return self._floats(rows)
+        feed = {}
+        for f in self.feeds:
+            if f["type"] == "string":
+                feed[f["name"]] = np.asarray([[row[c] for c in f["columns"]] for row in rows], dtype=object)
+            else:
+                feed[f["name"]] = self._floats([[row[c] for c in f["columns"]] for row in rows])
+        return feed
+
+    def _named_row(self, i: int, row: object) -> list:
+        if not isinstance(row, dict):
+            raise BadRequest(422, f"instances[{i}] must be an object of the model's columns")
+        try:
+            return [row[c["name"]] for c in self.columns]
+        except KeyError as exc:
+            raise BadRequest(422, f"instances[{i}] lacks column {exc.args[0]!r}") from None
+
+    @staticmethod
+    def _floats(rows: list) -> np.ndarray:
         X = np.asarray(rows, dtype=np.float32)
         if not np.isfinite(X).all():
             raise BadRequest(422, "instances must be finite numbers within float32 range")
         return X
 
-    def predict(self, X: np.ndarray) -> bytes:
-        labels, proba = self.session.run(None, {self.input_name: X})
+    def predict(self, X: np.ndarray | dict[str, np.ndarray]) -> bytes:
+        outputs = self.session.run(None, {self.input_name: X} if isinstance(X, np.ndarray) else X)
+        if self.regressor:
+            return orjson.dumps({"predictions": outputs[0].ravel()}, option=orjson.OPT_SERIALIZE_NUMPY)
+        labels, proba = outputs[0], outputs[1]
+        if labels.dtype == object:  # string class labels: orjson writes numeric arrays only
+            labels = labels.tolist()
         return orjson.dumps({"predictions": labels, "probabilities": proba}, option=orjson.OPT_SERIALIZE_NUMPY)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -30,7 +31,12 @@ MODEL_FILE, META_FILE = "model.onnx", "metadata.json"
 
 def model_tag(meta: dict) -> str:
     """The store tag of an export: its model name and export key (a content hash), e.g. servebench-lr:92bfa9f6aee2."""
-    return f"servebench-{meta['name']}:{meta['key']}"
+    return f"{store_name(meta)}:{meta['key']}"
+
+
+def store_name(meta: dict) -> str:
+    """A model name as BentoML's tags allow it (lower case, digits, `-_.`): `churn@champion` -> servebench-churn-champion."""
+    return "servebench-" + re.sub(r"[^a-z0-9_.-]", "-", meta["name"].lower())
 
 
 def _stored(get: Callable[[str], object], tag: str) -> bool:
@@ -70,12 +76,12 @@ def build_bento(tag: str, meta: dict, build_options: list[str]) -> str:
     digest = hashlib.sha256(tag.encode() + json.dumps(build_options).encode())
     for file in BENTO_FILES:
         digest.update(file.name.encode() + b"\0" + file.read_bytes())
-    name = f"servebench-{meta['name']}"
+    name = store_name(meta)
     bento_tag = f"{name}:{meta['key']}-{digest.hexdigest()[:10]}"
     if _stored(bentoml.bentos.get, bento_tag):
         print(f"bento {bento_tag} already built", file=sys.stderr)
         return bento_tag
-    with tempfile.TemporaryDirectory(prefix="servebench-bento-") as staging:
+    with tempfile.TemporaryDirectory(prefix="servebench-bento-", dir=os.environ.get("BENTOML_HOME")) as staging:
         for file in BENTO_FILES:
             shutil.copyfile(file, Path(staging) / file.name)
         command = [

@@ -7,6 +7,12 @@ CLASSES = [0, 1, 2]
 META = {
     "classes": CLASSES,
     "samples": {"inputs": [[0.0], [1.0]], "predictions": [2, 0], "probabilities": [[0.1, 0.2, 0.7], [0.6, 0.3, 0.1]]},
+    "tolerance": {"proba": 1e-5, "rtol": 1e-4, "scale": 1.0},
+}
+REGRESSOR = {
+    "classes": [],
+    "samples": {"inputs": [[0.0], [1.0]], "predictions": [150.0, -0.5]},
+    "tolerance": {"proba": 1e-5, "rtol": 1e-4, "scale": 100.0},
 }
 
 
@@ -45,15 +51,47 @@ def test_reference_comparison_finds_the_first_difference() -> None:
     )
 
 
+def test_a_regressor_answers_values_within_its_relative_tolerance() -> None:
+    assert contract.compare_with_reference({"predictions": [150.01, -0.505]}, REGRESSOR) is None  # 1e-4 x 100
+    assert "value 150.1, reference 150.0" in (
+        contract.compare_with_reference({"predictions": [150.1, -0.5]}, REGRESSOR) or ""
+    )
+    assert "is not a finite number" in (contract.check_answer({"predictions": [1.0, "x"]}, 2, []) or "")
+
+
+def _meta(inputs: dict, generator: dict) -> dict:
+    return {"inputs": inputs, "generator": generator}
+
+
+POSITIONAL = {"named": False, "columns": [{"name": "f0", "type": "number"}, {"name": "f1", "type": "number"}]}
+NAMED = {"named": True, "columns": [{"name": "age", "type": "number"}, {"name": "color", "type": "string"}]}
+
+
 def test_request_generator_is_seeded_per_stream() -> None:
-    spec = {"seed": 7, "mean": [0.0, 10.0], "std": [1.0, 0.1], "batch_size": 3}
+    meta = _meta(POSITIONAL, {"seed": 7, "columns": [{"normal": [0.0, 1.0]}, {"normal": [10.0, 0.1]}]})
     a, b, other = (
-        contract.RequestGenerator(spec, 0),
-        contract.RequestGenerator(spec, 0),
-        contract.RequestGenerator(spec, 1),
+        contract.RequestGenerator(meta, 0, batch=3),
+        contract.RequestGenerator(meta, 0, batch=3),
+        contract.RequestGenerator(meta, 1, batch=3),
     )
     first = a.instances()
-    assert first.shape == (3, 2)
-    np.testing.assert_array_equal(first, b.instances())
-    assert not np.array_equal(first, other.instances())
+    assert np.asarray(first).shape == (3, 2) and 9 < np.mean([r[1] for r in first]) < 11
+    assert first == b.instances()
+    assert first != other.instances()
     assert a.bodies(2)[0].startswith(b'{"instances": [[')
+
+
+def test_named_columns_travel_as_objects_with_categories() -> None:
+    meta = _meta(NAMED, {"seed": 1, "columns": [{"normal": [40.0, 5.0]}, {"choice": ["red", "blue"]}]})
+    rows = contract.RequestGenerator(meta, 0, batch=50).instances()
+    assert all(set(r) == {"age", "color"} and r["color"] in ("red", "blue") for r in rows)
+    assert {r["color"] for r in rows} == {"red", "blue"}
+
+
+def test_a_payload_is_replayed_in_a_seeded_order_per_stream() -> None:
+    payload = [{"age": float(i), "color": "red"} for i in range(10)]
+    meta = _meta(NAMED, {"seed": 3, "rows": payload})
+    one, two = contract.RequestGenerator(meta, 0, batch=5), contract.RequestGenerator(meta, 1, batch=5)
+    first = one.instances() + one.instances()
+    assert sorted(r["age"] for r in first) == list(range(10))  # every row once per pass, shuffled
+    assert [r["age"] for r in first] != list(range(10)) and first[:5] != two.instances()

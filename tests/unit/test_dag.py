@@ -62,6 +62,9 @@ def test_schedule_and_shape(dag) -> None:  # type: ignore[no-untyped-def]
         "replicas",
         "cpus_per_replica",
         "server_host",
+        "batch_sizes",
+        "payload",
+        "trust_pickle",
     }
 
 

@@ -14,12 +14,16 @@ def test_lr_export_has_what_servers_and_tests_rely_on(tmp_path: Path) -> None:
     assert export.dir.name == f"lr-{meta['key']}" and meta["n_features"] == 30 and meta["classes"] == [0, 1, 2]
     for fmt in ("joblib", "onnx"):
         assert hashlib.sha256(export.path(fmt).read_bytes()).hexdigest() == meta["files"][fmt]["sha256"]
-    assert meta["onnx_max_abs_error"] < 1e-5 and meta["accuracy"] > 0.5
+    assert meta["accuracy"] > 0.5 and meta["task"] == "multiclass" and meta["unavailable"] == {}
     samples = meta["samples"]
     assert len(samples["inputs"]) == N_SAMPLES_CHECKED == len(samples["predictions"])
     model = joblib.load(export.path("joblib"))
-    np.testing.assert_allclose(model.predict_proba(np.asarray(samples["inputs"])), samples["probabilities"])
-    assert len(meta["generator"]["mean"]) == 30 and meta["generator"]["batch_size"] == 1
+    inputs = np.asarray(samples["inputs"], dtype=np.float32).astype(np.float64)  # as servers receive them
+    np.testing.assert_allclose(model.predict_proba(inputs), samples["probabilities"])
+    assert len(meta["generator"]["columns"]) == 30 and meta["inputs"] == {
+        "named": False,
+        "columns": [{"name": f"f{i}", "type": "number"} for i in range(30)],
+    }
 
 
 def test_export_is_cached_by_key(tmp_path: Path) -> None:
@@ -31,7 +35,7 @@ def test_export_is_cached_by_key(tmp_path: Path) -> None:
 
 
 def test_unknown_model_and_format_are_named(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="unknown model 'resnet'; known: \\['lr', 'mlp'\\]"):
+    with pytest.raises(ValueError, match="resnet: not a model: expected a recipe \\(lr, mlp, gbdt\\)"):
         export_model("resnet", tmp_path)
     with pytest.raises(ValueError, match="has no 'savedmodel' export"):
         export_model("lr", tmp_path).path("savedmodel")

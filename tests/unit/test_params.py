@@ -12,7 +12,7 @@ from servebench.config.params import (
 def test_defaults_are_valid() -> None:
     params = parse({})
     assert params == BenchmarkParams()
-    assert params.frameworks == list(NIGHTLY_FRAMEWORKS) and params.models == ["lr", "mlp"]
+    assert params.frameworks == list(NIGHTLY_FRAMEWORKS) and params.models == ["lr", "mlp", "gbdt"]
     assert "cpp-crow" not in params.frameworks  # needs Crow's source, which a fresh machine cannot fetch
 
 
@@ -26,7 +26,16 @@ def test_defaults_are_valid() -> None:
         ({"warmup": -1}, "warmup", "greater than or equal to 0"),
         ({"spawn_rate": 0}, "spawn_rate", "greater than 0"),
         ({"frameworks": ["fastapi", "nope"]}, "frameworks", "unknown framework(s) ['nope']"),
-        ({"models": ["resnet"]}, "models", "unknown model(s) ['resnet']"),
+        ({"models": ["resnet"]}, "models", "resnet: not a model: expected a recipe (lr, mlp, gbdt)"),
+        (
+            {"models": ["models:/churn"]},
+            "models",
+            "a registry URI is models:/<name>/<version> or models:/<name>@<alias>",
+        ),
+        ({"models": ["models:/churn/3", "models:/churn/3"]}, "models", "two entries name the same model"),
+        ({"batch_sizes": [0]}, "batch_sizes.0", "greater than or equal to 1"),
+        ({"payload": ["a.csv", "b.csv"]}, "params", "with several payload files, each is <model>=<file>"),
+        ({"payload": ["xgb=a.csv"]}, "params", "xgb is not one of the models"),
         ({"duration": "30"}, "duration", "valid number"),
         ({"workers": ["2"]}, "workers.0", "valid integer"),
         ({"workers": [1.5]}, "workers.0", "valid integer"),
@@ -56,11 +65,12 @@ def test_json_schemas_enumerate_known_choices() -> None:
     frameworks = schemas["frameworks"]["items"]["enum"]
     assert {"broken", "fastapi", "fastapi-gunicorn", "flask", "wrong"} <= set(frameworks)  # fixtures are on the path
     assert frameworks == sorted(frameworks) and "_common" not in frameworks
-    assert schemas["models"]["items"]["enum"] == ["lr", "mlp"]
+    assert "enum" not in schemas["models"]["items"] and "examples" not in schemas["models"]  # one entry per line
+    assert "gbdt: Gradient-boosted trees" in schemas["models"]["description"]
     # one schema with a list of types (Airflow's form picks its widget from `type`; anyOf gave it none)
     assert schemas["workers"]["items"] == {"type": ["integer", "string"], "minimum": 1, "pattern": "^auto$"}
     assert schemas["rate"]["type"] == ["number", "null"] and schemas["memory_mb"]["type"] == ["integer", "null"]
-    assert schemas["models"]["examples"] == ["lr", "mlp"]  # a multi-select
+    assert schemas["frameworks"]["examples"] == frameworks  # a multi-select
     assert schemas["duration"]["exclusiveMinimum"] == 0
 
 

@@ -20,10 +20,13 @@ REPO = Path(__file__).resolve().parents[2]
 
 # The untouched form: every default, the empty optional fields as null.
 UNTOUCHED: dict[str, Any] = {
-    "models": ["lr", "mlp"],
+    "models": list(params.NIGHTLY_MODELS),
     "frameworks": list(params.NIGHTLY_FRAMEWORKS),
     "workers": [1, 2],
     "users": [50],
+    "batch_sizes": [1],
+    "payload": [],
+    "trust_pickle": False,
     "duration": 60,
     "warmup": 10,
     "spawn_rate": 50,
@@ -52,10 +55,13 @@ UNTOUCHED: dict[str, Any] = {
 }
 # Every field changed in the browser (tests/browser/test_trigger_form.py fills the form with these values).
 EVERY_FIELD_SET: dict[str, Any] = {
-    "models": ["mlp"],
+    "models": ["mlp", "models:/churn@champion"],
     "frameworks": ["fastapi", "cpp"],
     "workers": [1, 4],
     "users": [10, 20],
+    "batch_sizes": [1, 16],
+    "payload": ["models:/churn@champion=/srv/rows.csv"],
+    "trust_pickle": True,
     "duration": 5,
     "warmup": 1,
     "spawn_rate": 20,
@@ -105,8 +111,10 @@ def test_the_untouched_form_plans_the_nightly_matrix(served_params: Any) -> None
     conf = submit(served_params, {})
     assert conf == UNTOUCHED
     planned = spec.plan(params.parse(conf))
-    assert len(planned) == 2 * len(params.NIGHTLY_FRAMEWORKS) * 2
-    assert {(t.model, t.workers, t.users) for t in planned} == {(m, w, 50) for m in ("lr", "mlp") for w in (1, 2)}
+    assert len(planned) == 3 * len(params.NIGHTLY_FRAMEWORKS) * 2
+    assert {(t.model, t.workers, t.users) for t in planned} == {
+        (m, w, 50) for m in ("lr", "mlp", "gbdt") for w in (1, 2)
+    }
 
 
 def test_every_field_set_in_the_form_reaches_the_trials(served_params: Any) -> None:
@@ -114,12 +122,16 @@ def test_every_field_set_in_the_form_reaches_the_trials(served_params: Any) -> N
     checked = params.parse(conf)
     planned = spec.plan(checked)
     assert [t.key for t in planned] == [
-        f"mlp-{fw}-w{w}-u{u}-r{r}x1.5cpu-docker-at-lab_server-lh2-soak2m"
+        f"{m}-{fw}-w{w}-u{u}{b}-r{r}x1.5cpu-docker-at-lab_server-lh2-soak2m"
+        for m in ("mlp", "churn.champion")
         for fw in ("fastapi", "cpp")
         for w in (1, 4)
         for u in (10, 20)
+        for b in ("", "-b16")
         for r in (1, 2)
     ]
+    assert checked.payload_for("models:/churn@champion") == "/srv/rows.csv" and checked.payload_for("mlp") is None
+    assert checked.trust_pickle is True
     settings = planned[0].settings
     assert (settings.duration, settings.warmup, settings.spawn_rate, settings.rate, settings.arrival) == (
         5,
@@ -147,8 +159,12 @@ def test_every_field_set_in_the_form_reaches_the_trials(served_params: Any) -> N
             {"models": ["lr"], "frameworks": ["cpp"], "workers": [1, "auto"], "users": [8]},
             ["lr-cpp-w1-u8", "lr-cpp-w5-u8"],
         ),
-        # multi-select: strings, in the order picked
+        # multi-select (frameworks) and one entry per line (models): strings, in the order given
         ({"models": ["mlp", "lr"], "frameworks": ["flask"], "workers": [2]}, ["mlp-flask-w2-u50", "lr-flask-w2-u50"]),
+        (
+            {"models": ["models:/churn@champion"], "frameworks": ["flask"], "workers": [1], "batch_sizes": [1, 16]},
+            ["churn.champion-flask-w1-u50", "churn.champion-flask-w1-u50-b16"],
+        ),
         # number boxes: a rate for open loop; emptied optional numbers are null
         (
             {"models": ["lr"], "frameworks": ["cpp"], "workers": [1], "load": "open", "rate": 250.5},
@@ -178,7 +194,8 @@ def test_each_widget_kind_plans_the_intended_trials(
         ({"workers": [2, 2]}, "param workers: [2, 2] has non-unique elements"),
         ({"users": [0]}, "param users: 0 is less than the minimum of 1"),
         ({"models": None}, "param models: None is not of type 'array'"),
-        ({"models": ["resnet"]}, "param models: 'resnet' is not one of ['lr', 'mlp']"),
+        ({"batch_sizes": [0]}, "param batch_sizes: 0 is less than the minimum of 1"),
+        ({"batch_sizes": [2048]}, "param batch_sizes: 2048 is greater than the maximum of 1024"),
         ({"frameworks": ["tensorflow"]}, "param frameworks: 'tensorflow' is not one of"),
         ({"duration": 0}, "param duration: 0 is less than or equal to the minimum of 0"),
         ({"rate": 0}, "param rate: 0 is less than or equal to the minimum of 0"),

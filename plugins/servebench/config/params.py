@@ -20,11 +20,13 @@ from pydantic import (
 )
 
 from servebench.base import placement
-from servebench.models.recipes import MODEL_NAMES, RECIPES
+from servebench.models import source
+from servebench.models.recipes import RECIPES
 from servebench.servers import manifest
 
 PositiveInt = Annotated[int, Field(ge=1)]
 # Every shipped server that builds from PyPI and Debian alone (cpp-crow needs Crow's source: opt in).
+NIGHTLY_MODELS = ("lr", "mlp", "gbdt")
 NIGHTLY_FRAMEWORKS = ("fastapi", "fastapi-gunicorn", "flask", "bentoml", "bentoml-batching", "cpp", "ray-serve")
 AUTO_WORKERS = "auto"  # gunicorn's rule of thumb: (2 x cores) + 1
 
@@ -44,7 +46,7 @@ LOAD, MEASURE, WHERE, RESULTS = "Load", "Measurement", "Where servers run", "Res
 
 
 # The lists a run multiplies; the other fields are its settings.
-MATRIX = ("models", "frameworks", "workers", "users", "replicas", "cpus_per_replica")
+MATRIX = ("models", "frameworks", "workers", "users", "batch_sizes", "replicas", "cpus_per_replica")
 
 
 def _section(name: str, logged_as: str | None = None) -> dict[str, Any]:
@@ -66,10 +68,11 @@ class BenchmarkParams(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
     models: list[str] = Field(
-        default=["lr", "mlp"],
+        default=list(NIGHTLY_MODELS),
         min_length=1,
         title="Models",
-        description="Models to serve.",
+        description="Models to serve: built-in recipes, registered models (models:/<name>/<version> or "
+        "models:/<name>@<alias>, from this run's MLflow) or model files (.onnx; .joblib/.pkl with trust_pickle).",
     )
     frameworks: list[str] = Field(
         default=list(NIGHTLY_FRAMEWORKS),
@@ -90,6 +93,29 @@ class BenchmarkParams(BaseModel):
         title="Users",
         description="Concurrent Locust users to try: each at least 1.",
         json_schema_extra={"form_hint": "A JSON list, e.g. [50, 200]."},
+    )
+    batch_sizes: list[Annotated[int, Field(ge=1, le=1024)]] = Field(
+        default=[1],
+        min_length=1,
+        title="Batch sizes",
+        description="Rows per request to try, each 1 to 1024: figures gain rows_per_s beside rps.",
+        json_schema_extra={"form_hint": "A JSON list, e.g. [1, 8, 64]."},
+    )
+    payload: list[Annotated[str, Field(min_length=1)]] = Field(
+        default=[],
+        title="Payload samples",
+        description="Request rows to replay (CSV, Parquet or JSON lines), in a seeded random order: one file for "
+        "every model, or <model>=<file> per model. Empty: rows generated from each model's schema.",
+        json_schema_extra={
+            **_section(LOAD),
+            "form_hint": "One per line, e.g. rows.csv or models:/churn@champion=rows.csv.",
+        },
+    )
+    trust_pickle: bool = Field(
+        default=False,
+        title="Trust pickles",
+        description="Load .joblib/.pkl model files, which runs whatever code they hold: only for files you trust.",
+        json_schema_extra=_section(LOAD),
     )
     duration: float = Field(
         default=60.0,
@@ -279,9 +305,9 @@ class BenchmarkParams(BaseModel):
     @field_validator("models")
     @classmethod
     def _known_models(cls, value: list[str]) -> list[str]:
-        unknown = sorted(set(value) - set(MODEL_NAMES))
-        if unknown:
-            raise ValueError(f"unknown model(s) {unknown}; known: {list(MODEL_NAMES)}")
+        ids = [source.entry_id(entry) for entry in value]  # SourceError (a ValueError) names a bad entry
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"two entries name the same model: {value}")
         return value
 
     @field_validator("frameworks")
@@ -293,7 +319,9 @@ class BenchmarkParams(BaseModel):
             raise ValueError(f"unknown framework(s) {unknown}; known: {known}")
         return value
 
-    @field_validator("models", "frameworks", "workers", "users", "load_hosts", "replicas", "cpus_per_replica")
+    @field_validator(
+        "models", "frameworks", "workers", "users", "batch_sizes", "load_hosts", "replicas", "cpus_per_replica"
+    )
     @classmethod
     def _no_repeats(cls, value: list[Any]) -> list[Any]:
         if len(set(value)) != len(value):
@@ -321,16 +349,38 @@ class BenchmarkParams(BaseModel):
             raise ValueError(
                 "load_hosts spread Locust over hosts; h2load runs on this machine only: use locust or auto"
             )
+        if len(self.payload) > 1 or any(_payload_model(p) for p in self.payload):
+            for item in self.payload:
+                model = _payload_model(item)
+                if model is None:
+                    raise ValueError(f"payload {item!r}: with several payload files, each is <model>=<file>")
+                if model not in self.models:
+                    raise ValueError(f"payload {item!r}: {model} is not one of the models {self.models}")
         if self.soak_minutes is not None and self.capacity:
             raise ValueError("soak_minutes and capacity are two different runs: choose one")
         placement.check(self.cpu_split, self.cpuset)
         return self
+
+    def payload_for(self, model: str) -> str | None:
+        """The payload file of a `models` entry: its own (<model>=<file>), the one file for all, or None."""
+        for item in self.payload:
+            if _payload_model(item) == model:
+                return item[len(model) + 1 :]
+        if len(self.payload) == 1 and _payload_model(self.payload[0]) is None:
+            return self.payload[0]
+        return None
 
     @property
     def worker_counts(self) -> list[int]:
         """The worker counts with "auto" resolved on this machine (a count named twice is run once)."""
         counts = [auto_workers() if w == AUTO_WORKERS else int(w) for w in self.workers]
         return list(dict.fromkeys(counts))
+
+
+def _payload_model(item: str) -> str | None:
+    """The model of a `<model>=<file>` payload entry (a registry URI may hold no `=`; a file name may), or None."""
+    model, sep, _ = item.rpartition("=")
+    return model if sep and model else None
 
 
 def parse(raw: dict[str, Any]) -> BenchmarkParams:
@@ -379,14 +429,13 @@ def json_schemas() -> dict[str, dict[str, Any]]:
             prop["items"] = _one_type(prop["items"])
             prop["uniqueItems"] = True
         fields[name] = prop
-    for name, known, labels in (
-        ("models", list(MODEL_NAMES), {n: f"{n}: {r.description.split(':')[0]}" for n, r in RECIPES.items()}),
-        ("frameworks", manifest.available_frameworks(), {}),
-    ):
-        fields[name]["items"] = {"type": "string", "enum": known}
-        fields[name]["examples"] = known  # what makes the form a multi-select
-        if labels:
-            fields[name]["values_display"] = labels
+    known = manifest.available_frameworks()
+    fields["frameworks"]["items"] = {"type": "string", "enum": known}
+    fields["frameworks"]["examples"] = known  # what makes the form a multi-select
+    # Models take registry URIs and paths besides the recipes, which a multi-select cannot (it offers its options
+    # only): a text box, one entry per line, that names the recipes.
+    recipes = "; ".join(f"{n}: {r.description.split(':')[0]}" for n, r in RECIPES.items())
+    fields["models"]["description"] = f"{fields['models']['description']} One per line. Recipes: {recipes}."
     return fields
 
 

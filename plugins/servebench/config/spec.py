@@ -10,6 +10,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from servebench.config.params import MATRIX, BenchmarkParams, parse, trusted
+from servebench.models.source import entry_id
 
 
 @dataclass(frozen=True)
@@ -21,6 +22,7 @@ class TrialSpec:
     settings: BenchmarkParams
     replicas: int = 1  # server containers behind a load balancer (runner/replicas.py)
     cpus: float | None = None  # each replica's CPU limit; None: none
+    batch: int = 1  # rows per request
 
     @classmethod
     def of(
@@ -31,12 +33,14 @@ class TrialSpec:
         users: int,
         replicas: int = 1,
         cpus: float | None = None,
+        batch: int = 1,
         **settings: Any,
     ) -> TrialSpec:
-        """A trial outside a planned matrix (tests, benchmarks): its settings validated like any run's."""
-        shape = {"replicas": [replicas], "cpus_per_replica": [cpus] if cpus else []}
+        """A trial outside a planned matrix (tests, benchmarks): its settings validated like any run's; `model`
+        is a `models` entry (a recipe, a registry URI, a file)."""
+        shape = {"replicas": [replicas], "cpus_per_replica": [cpus] if cpus else [], "batch_sizes": [batch]}
         checked = parse({"models": [model], "frameworks": [framework], **shape, **settings})
-        return cls(model, framework, workers, users, checked, replicas, cpus)
+        return cls(entry_id(model), framework, workers, users, checked, replicas, cpus, batch)
 
     @property
     def shape(self) -> str:
@@ -73,19 +77,30 @@ class TrialSpec:
         )
 
     @property
+    def _batch(self) -> str:
+        return f"-b{self.batch}" if self.batch != 1 else ""
+
+    @property
     def key(self) -> str:
         """Stable identity of a configuration across nights (baselines and re-runs use it)."""
-        return f"{self.model}-{self.framework}-w{self.workers}-u{self.users}{self.shape}{self._where}{self._how}"
+        return f"{self.model}-{self.framework}-w{self.workers}-u{self.users}{self._batch}{self.shape}{self._where}{self._how}"
+
+    @property
+    def entry(self) -> str:
+        """The `models` entry this trial's model was named by (a recipe, a registry URI, a file)."""
+        return next(m for m in self.settings.models if entry_id(m) == self.model)
 
     @property
     def run_name(self) -> str:
-        how = (self.shape + self._where + self._how).replace("-", " · ")
+        how = (self._batch + self.shape + self._where + self._how).replace("-", " · ")
         return f"{self.model} · {self.framework} · w{self.workers} · u{self.users}{how}"
 
     def measured_by(self, engine: str) -> TrialSpec:
         """The same configuration measured by another engine."""
         settings = self.settings.model_copy(update={"loadgen": engine})
-        return TrialSpec(self.model, self.framework, self.workers, self.users, settings, self.replicas, self.cpus)
+        return TrialSpec(
+            self.model, self.framework, self.workers, self.users, settings, self.replicas, self.cpus, self.batch
+        )
 
     def logged_params(self) -> dict[str, Any]:
         """The trial's MLflow params: the matrix point and every setting but the matrix lists, each under the
@@ -100,6 +115,7 @@ class TrialSpec:
             "framework": self.framework,
             "workers": self.workers,
             "users": self.users,
+            "batch_size": self.batch,
             "replicas": self.replicas,
             "cpus_per_replica": self.cpus if self.cpus is not None else "unlimited",
             **settings,
@@ -113,25 +129,36 @@ class TrialSpec:
             "users": self.users,
             "replicas": self.replicas,
             "cpus": self.cpus,
+            "batch": self.batch,
             "settings": self.settings.model_dump(mode="json"),
         }
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> TrialSpec:
         settings = trusted(raw["settings"])
-        return cls(raw["model"], raw["framework"], raw["workers"], raw["users"], settings, raw["replicas"], raw["cpus"])
+        return cls(
+            raw["model"],
+            raw["framework"],
+            raw["workers"],
+            raw["users"],
+            settings,
+            raw["replicas"],
+            raw["cpus"],
+            raw.get("batch", 1),  # results spooled before batch sizes existed
+        )
 
 
 def plan(params: BenchmarkParams) -> list[TrialSpec]:
     """Every configuration of the matrix, grouped by model then framework so a night reads in order."""
     cpus: list[float | None] = list(params.cpus_per_replica) or [None]
     return [
-        TrialSpec(model, framework, workers, users, params, replicas, cpus)
-        for model, framework, workers, users, replicas, cpus in itertools.product(
+        TrialSpec(entry_id(model), framework, workers, users, params, replicas, cpus, batch)
+        for model, framework, workers, users, batch, replicas, cpus in itertools.product(
             params.models,
             params.frameworks,
             params.worker_counts,
             params.users,
+            params.batch_sizes,
             params.replicas,
             cpus,
         )

@@ -78,7 +78,7 @@ def run(spec: LoadSpec, out_dir: Path, on_started: Callable[[int], None]) -> Loa
     commands = []
     for stream in range(count):
         body = out_dir / f"h2load-body-{stream}.json"
-        body.write_bytes(RequestGenerator(meta["generator"], stream=stream).bodies(1)[0])
+        body.write_bytes(RequestGenerator(meta, stream=stream, batch=spec.batch).bodies(1)[0])
         connections = spec.users // count + (1 if stream < spec.users % count else 0)
         data = [] if spec.probe_path else ["-d", str(body), "-H", "Content-Type: application/json"]
         commands.append(

@@ -37,6 +37,7 @@ class LoadSpec:
     duration_s: float
     warmup_s: float
     request_timeout_s: float = 10.0
+    batch: int = 1  # rows per request
     protocol: str = "servebench-v1"  # the server's (contract.wire)
     model_name: str = "model"
     mode: str = "closed"  # "closed" | "open"

@@ -78,7 +78,7 @@ def run(spec: LoadSpec, out_dir: Path, on_started: Callable[[int], None]) -> Loa
         "--loglevel",
         "WARNING",
         "--servebench-config",
-        json.dumps(config),
+        f"@{out_dir / 'loadgen.json'}",
     ]
     if spec.load_hosts:
         cmd += [

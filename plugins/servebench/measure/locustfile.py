@@ -9,8 +9,9 @@ Locust's own, and writes them where a lone process would. The controller (the on
 decides the measured window: it starts on a whole second after the warm-up once every user runs, lasts
 whole seconds, and ends the test.
 
-The test's settings travel as one custom argument (`--servebench-config`, JSON), which Locust's master sends
-to its workers with every spawn message, so a worker on another host needs only servebench installed.
+The test's settings travel as one custom argument (`--servebench-config`: `@file` here, JSON read from it), which
+Locust's master sends to its workers, as JSON, with every spawn message, so a worker on another host needs only
+servebench installed.
 
 Two kinds of load:
 - closed loop (ClosedLoopUser): each user sends its next request when the previous one is answered;
@@ -30,6 +31,7 @@ import random
 import socket
 import time
 from collections import Counter, defaultdict
+from pathlib import Path
 from typing import Any
 
 import gevent
@@ -57,7 +59,7 @@ class Settings:
     def __init__(self, config: dict[str, Any]) -> None:
         self.config = config
         self.meta: dict[str, Any] = config["meta"]
-        self.batch = int(self.meta["generator"].get("batch_size", 1))
+        self.batch = int(config["batch"])
         self.wire: Wire = wire(config["protocol"], config["model_name"])
         share = max(1, config["load_processes"])  # each process of the test takes an equal share of the rate
         self.schedule = (
@@ -288,7 +290,10 @@ def _on_init(environment, **_: object) -> None:  # type: ignore[no-untyped-def]
 
 def _configure(environment) -> None:  # type: ignore[no-untyped-def]
     global SETTINGS
-    SETTINGS = Settings(json.loads(environment.parsed_options.servebench_config))
+    options = environment.parsed_options
+    if options.servebench_config.startswith("@"):  # a file here (a payload sample outgrows a command line) ...
+        options.servebench_config = Path(options.servebench_config[1:]).read_text()  # ... sent on to workers as JSON
+    SETTINGS = Settings(json.loads(options.servebench_config))
     timeout = SETTINGS.config["request_timeout_s"]
     for user_class in (ClosedLoopUser, OpenLoopUser, ProbeUser):
         user_class.network_timeout = user_class.connection_timeout = timeout
@@ -367,7 +372,7 @@ class _PredictUser(FastHttpUser):
 
     def on_start(self) -> None:
         meta = settings().meta
-        self.bodies = RequestGenerator(meta["generator"], stream=next(_streams)).bodies(BODIES_PER_USER)
+        self.bodies = RequestGenerator(meta, stream=next(_streams), batch=settings().batch).bodies(BODIES_PER_USER)
         self.sent = 0
 
     def send(self, context: dict[str, Any]) -> None:

@@ -25,7 +25,7 @@ from servebench.measure.loadgen import LoadgenError
 from servebench.measure.sampler import MachineProbe, ResourceSampler, Sample, wait_for_quiet
 from servebench.models.export import ExportedModel
 from servebench.results.records import REPEAT_PREFIX, Flag, Metric, Series, TrialResult
-from servebench.servers import build, manifest
+from servebench.servers import build, capability, manifest
 from servebench.servers import runner as runners
 from servebench.servers.parity import ParityReport
 from servebench.servers.probes import ProcessTreeProbe
@@ -41,6 +41,11 @@ def run_trial(spec: TrialSpec, model: ExportedModel, out_dir: Path, runner: Runn
     settings = spec.settings
     shutil.rmtree(out_dir, ignore_errors=True)
     out_dir.mkdir(parents=True)
+    if why := _unsupported(spec, model):
+        log.info("trial %s: skipped: %s", spec.run_name, why)
+        result = TrialResult(spec, "skipped", reason=why, context=model_context(model), out_dir=out_dir)
+        result.save()
+        return result
     log.info("trial %s: starting", spec.run_name)
     teardown.reap_orphans()
     wait_for_quiet(f"trial {spec.run_name}")
@@ -75,6 +80,46 @@ def run_trial(spec: TrialSpec, model: ExportedModel, out_dir: Path, runner: Runn
     return result
 
 
+def _unsupported(spec: TrialSpec, model: ExportedModel) -> str | None:
+    """Why the framework cannot serve this model at this batch size (capability.py), or None; a manifest that
+    does not load is left for the trial to fail on."""
+    try:
+        server_manifest = manifest.get(spec.framework)
+    except manifest.ManifestError:
+        return None
+    return capability.unsupported(server_manifest, model.meta, spec.batch)
+
+
+def model_context(model: ExportedModel) -> dict[str, str]:
+    """What a trial served, as run params: the model's kind, estimator, inputs and where it came from."""
+    meta = model.meta
+    columns = meta["inputs"]["columns"]
+    counts = ", ".join(
+        f"{sum(c['type'] == t for c in columns)} {t}"
+        for t in ("number", "string")
+        if any(c["type"] == t for c in columns)
+    )
+    source = meta["source"]
+    facts = {
+        "model_key": model.key,
+        "model_task": meta["task"],
+        "model_estimator": meta["estimator"][:500],
+        "model_inputs": f"{counts} ({'named' if meta['inputs']['named'] else 'positional'})",
+        "model_source": source["kind"],
+        "request_rows": f"payload of {len(meta['generator']['rows'])} rows"
+        if "rows" in meta["generator"]
+        else "generated",
+    }
+    if source["kind"] == "registry":
+        facts.update(
+            registered_model=source["registered_name"],
+            registered_version=source["version"],
+            registered_alias=source["alias"] or "-",
+            registered_run_id=source["run_id"] or "-",
+        )
+    return facts
+
+
 @dataclass(frozen=True)
 class _Measured:
     """One load test against the running server."""
@@ -96,7 +141,7 @@ def _measure(
         "backend": runner.name,
         **runner.limits(),
         **where.params(),
-        "model_key": model.key,
+        **model_context(model),
         "model_format": server_manifest.model_format,
         "worker_unit": server_manifest.worker_unit,
         "inference_threads": build.THREAD_CAPS["OMP_NUM_THREADS"],
@@ -127,6 +172,7 @@ def _measure(
             processes=settings.loadgen_processes,
             cpus=where.loadgen_cpus,
             request_timeout_s=settings.request_timeout,
+            batch=spec.batch,
             engine=engine,
             load_hosts=tuple(settings.load_hosts),
             master_bind=settings.loadgen_master.rpartition(":")[0],
@@ -190,6 +236,7 @@ def _measure(
                 log.error("trial %s: the server exited during repeat %d; no further repeats", spec.run_name, i)
                 break
         figures, flags = aggregate.combine([m.figures for m in measured], settings.max_cv)
+        figures[Metric.ROWS_PER_S] = figures[Metric.RPS] * spec.batch
         flags = list(dict.fromkeys([f for m in measured for f in m.flags] + flags))
         series = _joined_series([m.series for m in measured])
         if repeats > 1:

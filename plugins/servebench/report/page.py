@@ -106,6 +106,12 @@ PLOTS = (  # file, heading, how to read it
         "red: judged a regression.",
     ),
     (
+        "batch_sizes.png",
+        "Batch size: throughput and p99",
+        "Rows per second and p99 latency per request as each request carries more rows: where the lines flatten, "
+        "batching has stopped paying; where p99 climbs, it costs the tail.",
+    ),
+    (
         "capacity.png",
         "Capacity search",
         "p99 at each open-loop rate tried; the highest rate under the SLO line is the configuration's capacity.",
@@ -187,6 +193,7 @@ def write(report: Report, out_dir: Path) -> list[Path]:
         "resources.png": lambda p: plots.resources(report.rows, p),
         "timeseries.png": lambda p: plots.timeseries(report.series, p),
         "capacity.png": lambda p: plots.capacity(report.curves, report.rows, p),
+        "batch_sizes.png": lambda p: plots.batch_sizes(report.rows, p),
         "history.png": lambda p: plots.history(report.history, report.rows, p),
     }
     for name in drawn:  # a rebuilt report must not keep a plot of ours the new one has no data for
@@ -245,7 +252,7 @@ table{border-collapse:collapse;font-size:12.5px;margin:6px 0 14px;width:100%}
 th{background:#f3f5f7;white-space:normal;vertical-align:bottom}td.s{text-align:left}
 td.notes{text-align:left;white-space:normal;min-width:180px;font-size:11.5px;overflow-wrap:anywhere}
 tr.best td{background:#e7f6ec;font-weight:600}tr.st-degraded td{background:#fff6dd}
-tr.st-failed td,tr.st-missing td{background:#fdecea}
+tr.st-failed td,tr.st-missing td{background:#fdecea}tr.st-skipped td{color:#5f6b76;background:#f6f7f8}
 img{max-width:100%;border:1px solid #e3e7eb;border-radius:6px}ul{margin:4px 0}li{margin:2px 0}
 """
 
@@ -345,11 +352,24 @@ def _glance(rows: Rows) -> str:
                     )
         else:
             lines.append("<span class=bad>no configuration ran clean</span>")
-        bad = [f"{r['framework']} w{r['workers']} u{r['users']} ({r['status']})" for r in mine if r["status"] != "ok"]
+        bad = [
+            f"{r['framework']} w{r['workers']} u{r['users']} ({r['status']})"
+            for r in mine
+            if r["status"] not in ("ok", "skipped")
+        ]
+        skipped = sorted({f"{r['framework']}: {r['notes']}" for r in mine if r["status"] == "skipped"})
         lines.append(
-            f"{len(mine) - len(bad)} of {len(mine)} configurations ok"
+            f"{len(mine) - len(bad) - len(skipped)} of {len(mine)} configurations ok"
             + (f"; <span class=bad>not ok: {_e(', '.join(bad))}</span>" if bad else "")
         )
+        if skipped:
+            lines.append(f"<span class=muted>skipped (cannot serve this model): {_e('; '.join(skipped))}</span>")
+        versions = sorted({r["model_version"] for r in mine if r.get("model_version")})
+        if versions:
+            lines.append(f"served: registered version {_e(', '.join(versions))}")
+        changed = next((r["model_changed"] for r in mine if r.get("model_changed")), None)
+        if changed:
+            lines.append(f"<b class=warn>model changed ({_e(changed)}) since the baseline nights</b>")
         cards.append(f"<div class=card><h3>{_e(model)}</h3>" + "<br>".join(lines) + "</div>")
     return f"<div class=cards>{''.join(cards)}</div>"
 
@@ -366,9 +386,10 @@ def _verdicts(rows: Rows) -> str:
     found = [(r, figure, text) for r in judged for figure, text in sorted(r["verdicts"].items())]
     items = []
     for row, _, text in found:
-        if text.endswith((": regression", ": improvement")):
-            css = "bad" if text.endswith("regression") else "good"
-            items.append(f"<li class={css}><b>{_e(summary.label(row))}</b>: {_e(text)}</li>")
+        shown = summary.change_text(row, text)
+        if shown:
+            css = "bad" if shown.endswith("regression") else "good" if shown.endswith("improvement") else "warn"
+            items.append(f"<li class={css}><b>{_e(summary.label(row))}</b>: {_e(shown)}</li>")
     waiting = sum(1 for _, _, text in found if "no baseline" in text)
     steady = sum(1 for _, _, text in found if text.endswith(": unchanged"))
     tail = (

@@ -312,3 +312,46 @@ def capacity(curves: dict[str, list[tuple[float, float]]], rows: Rows, path: Pat
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return True
+
+
+def batch_sizes(rows: Rows, path: Path) -> bool:
+    """Per model: rows/s and p99 against rows per request, a line per framework (and worker count)."""
+    if len({r.get("batch", 1) for r in rows}) < 2:
+        return False
+    colors = _frameworks(rows)
+
+    def draw(axes: list[Any], mine: Rows) -> None:
+        for fw, workers, users in sorted({(r["framework"], r["workers"], r["users"]) for r in mine}):
+            line = sorted(
+                (r for r in mine if (r["framework"], r["workers"], r["users"]) == (fw, workers, users)),
+                key=lambda r: r.get("batch", 1),
+            )
+            batches = [r.get("batch", 1) for r in line]
+            axes[0].plot(
+                batches,
+                [r.get(Metric.ROWS_PER_S, r[Metric.RPS]) for r in line],
+                marker="o",
+                color=colors[fw],
+                label=f"{fw} w{workers} u{users}",
+            )
+            p99 = [(r.get("batch", 1), r[Metric.LATENCY_P99]) for r in line if r.get(Metric.LATENCY_P99)]
+            axes[1].plot(
+                [b for b, _ in p99],
+                [v for _, v in p99],
+                marker="o",
+                color=colors[fw],
+                label=f"{fw} w{workers} u{users}",
+            )
+        for ax, ylabel, title in (
+            (axes[0], "rows per second", "throughput (rows/s) vs batch size"),
+            (axes[1], "p99 latency per request (ms)", "p99 vs batch size"),
+        ):
+            ax.set_xscale("log", base=2)
+            _plain_log(ax.xaxis)
+            ax.set_xlabel("rows per request")
+            ax.set_ylabel(ylabel)
+            ax.set_ylim(bottom=0)
+            ax.set_title(title)
+            ax.legend(fontsize=8)
+
+    return _per_model(rows, path, "Batching: more rows per request, more rows per second?", 2, draw)

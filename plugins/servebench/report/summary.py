@@ -17,6 +17,7 @@ from typing import Any
 from servebench.config.spec import TrialSpec
 from servebench.results.records import (
     TAG_FLAGS,
+    TAG_MODEL_CHANGED,
     TAG_MODEL_VERSION,
     TAG_REASON,
     TAG_STATUS,
@@ -32,14 +33,17 @@ MEASURED = ("ok", "degraded")  # statuses with figures: degraded ones measured w
 COLUMNS: list[tuple[str, str, str]] = [
     ("", "best", "s"),
     ("model", "model", "s"),
+    ("version", "model_version", "s"),
     ("framework", "framework", "s"),
     ("workers", "workers", "s"),
     ("users", "users", "s"),
+    ("batch", "batch", "s"),
     ("shape", "shape", "s"),
     ("engine", "engine", "s"),
     ("status", "status", "s"),
     ("parity", "parity", "s"),
     ("rps", Metric.RPS, ".0f"),
+    ("rows/s", Metric.ROWS_PER_S, ".0f"),
     ("rps 95% CI", "rps_ci95", "s"),
     ("cv %", "rps_cv_pct", ".1f"),
     ("p50 ms", Metric.LATENCY_P50, ".3f"),
@@ -80,7 +84,18 @@ class Summary:
 
     @property
     def failed(self) -> list[dict[str, Any]]:
-        return [r for r in self.rows if r["status"] != "ok"]
+        """Configurations that did not run clean; a skipped one (the framework cannot serve the model) is not."""
+        return [r for r in self.rows if r["status"] not in ("ok", "skipped")]
+
+    @property
+    def skipped(self) -> list[dict[str, Any]]:
+        return [r for r in self.rows if r["status"] == "skipped"]
+
+    @property
+    def model_changes(self) -> list[str]:
+        """One line per model whose served version differs from its baseline's."""
+        changed = {r["model"]: r["model_changed"] for r in self.rows if r.get("model_changed")}
+        return [f"{model}: model changed ({change}) since the baseline nights" for model, change in changed.items()]
 
     @property
     def parity_failures(self) -> list[dict[str, Any]]:
@@ -88,7 +103,8 @@ class Summary:
         return [r for r in self.rows if r.get("parity") == "fail"]
 
     def text(self) -> str:
-        return format_table(self.rows) + "".join(f"\n{c}" for c in [*shape_lines(self.rows), *self.changes])
+        lines = [*self.model_changes, *shape_lines(self.rows), *self.changes]
+        return format_table(self.rows) + "".join(f"\n{c}" for c in lines)
 
 
 def rows_from_records(records: Iterable[TrialRecord], planned: list[TrialSpec] | None = None) -> list[dict[str, Any]]:
@@ -102,6 +118,7 @@ def rows_from_records(records: Iterable[TrialRecord], planned: list[TrialSpec] |
             "framework": p.get("framework"),
             "workers": int(p.get("workers", 0)),
             "users": int(p.get("users", 0)),
+            "batch": int(p.get("batch_size", 1)),
             **shape_fields(int(p.get("replicas", 1)), p.get("cpus_per_replica", "unlimited")),
             "status": t.get(TAG_STATUS, "unknown"),
             "parity": p.get("parity"),
@@ -126,6 +143,7 @@ def rows_from_records(records: Iterable[TrialRecord], planned: list[TrialSpec] |
             k.removeprefix(TAG_VERDICT + "."): v for k, v in t.items() if k.startswith(TAG_VERDICT + ".")
         }
         row["model_version"] = t.get(TAG_MODEL_VERSION)
+        row["model_changed"] = t.get(TAG_MODEL_CHANGED)
         row["flags"] = [f for f in t.get(TAG_FLAGS, "").split(",") if f]
         row["notes"] = t.get(TAG_REASON) or ", ".join(row["flags"])
         rows[t.get(TAG_TRIAL_KEY, record.run_id)] = row  # a re-run of a trial replaces the older row
@@ -136,6 +154,7 @@ def rows_from_records(records: Iterable[TrialRecord], planned: list[TrialSpec] |
                 "framework": spec.framework,
                 "workers": spec.workers,
                 "users": spec.users,
+                "batch": spec.batch,
                 **shape_fields(spec.replicas, str(spec.cpus) if spec.cpus else "unlimited"),
                 "key": spec.key,
                 "status": "missing",
@@ -147,7 +166,15 @@ def rows_from_records(records: Iterable[TrialRecord], planned: list[TrialSpec] |
             row["notes"] = "Locust saturated: the h2load row measures the server; " + row["notes"]
     ordered = sorted(
         rows.values(),
-        key=lambda r: (r["model"], r["framework"], r["workers"], r["users"], r.get("shape", ""), r.get("engine", "")),
+        key=lambda r: (
+            r["model"],
+            r["framework"],
+            r["workers"],
+            r["users"],
+            r.get("batch", 1),
+            r.get("shape", ""),
+            r.get("engine", ""),
+        ),
     )
     for row in best(ordered).values():
         row["best"] = "★"
@@ -166,7 +193,8 @@ def label(row: dict[str, Any]) -> str:
     /h2load where the native engine measured it)."""
     engine = "/h2load" if row.get("engine") == "h2load" else ""
     shape = f"/{row['shape'].replace(' ', '')}" if row.get("shape") else ""
-    return f"{row['model']}/{row['framework']}/w{row['workers']}/u{row['users']}{shape}{engine}"
+    batch = f"/b{row['batch']}" if row.get("batch", 1) != 1 else ""
+    return f"{row['model']}/{row['framework']}/w{row['workers']}/u{row['users']}{batch}{shape}{engine}"
 
 
 def shape_lines(rows: list[dict[str, Any]]) -> list[str]:
@@ -205,15 +233,17 @@ def speed(row: dict[str, Any]) -> float:
 
 
 def best(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Per model, the fastest configuration that ran clean (status ok); ties go to the lower p99."""
+    """Per model and batch size, the fastest configuration that ran clean (status ok); ties go to the lower p99.
+    Keyed `model`, or `model/bN` for a batch of N rows (requests of different sizes are not ranked together)."""
     winners: dict[str, dict[str, Any]] = {}
     for row in rows:
         if row["status"] != "ok" or row.get("superseded"):
             continue
         rank = (speed(row), -row.get(Metric.LATENCY_P99, math.inf))
-        held = winners.get(row["model"])
+        group = row["model"] + (f"/b{row['batch']}" if row.get("batch", 1) != 1 else "")
+        held = winners.get(group)
         if held is None or rank > (speed(held), -held.get(Metric.LATENCY_P99, math.inf)):
-            winners[row["model"]] = row
+            winners[group] = row
     return winners
 
 
@@ -234,12 +264,21 @@ def frontier(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def changes(rows: list[dict[str, Any]]) -> list[str]:
+    """Regressions and improvements, one line each; a regression of a configuration whose model changed since
+    its baseline is the model's, not the serving's: it reads `model changed (v3 → v4)`."""
     return [
-        f"{label(r)}: {text}"
+        f"{label(r)}: {shown}"
         for r in rows
         for text in r.get("verdicts", {}).values()
-        if text.endswith((": regression", ": improvement"))
+        if (shown := change_text(r, text))
     ]
+
+
+def change_text(row: dict[str, Any], text: str) -> str | None:
+    """A verdict as the summary words it, or None for one that is not a change."""
+    if row.get("model_changed") and text.endswith(": regression"):
+        return text.removesuffix("regression") + f"model changed ({row['model_changed']})"
+    return text if text.endswith((": regression", ": improvement")) else None
 
 
 def cell(row: dict[str, Any], key: str, fmt: str) -> str:
@@ -253,6 +292,8 @@ def cell(row: dict[str, Any], key: str, fmt: str) -> str:
 # short one no memory trend.
 OPTIONAL = {
     "engine",
+    "model_version",
+    Metric.ROWS_PER_S,
     Metric.MAX_RPS,
     Metric.MAX_RPS_PER_CORE,
     Metric.CPU_US_AT_MAX,
@@ -268,7 +309,13 @@ OPTIONAL = {
 def columns(rows: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
     """The columns worth showing for these rows (the engine only when another than Locust measured, the shape
     only when a row has replicas or a CPU limit)."""
-    return [c for c in COLUMNS if c[1] not in OPTIONAL or any(r.get(c[1]) not in (None, "", "locust") for r in rows)]
+
+    def shown(key: str) -> bool:
+        if key in ("batch", Metric.ROWS_PER_S):
+            return any(r.get("batch", 1) != 1 for r in rows)
+        return key not in OPTIONAL or any(r.get(key) not in (None, "", "locust") for r in rows)
+
+    return [c for c in COLUMNS if shown(c[1])]
 
 
 def format_table(rows: list[dict[str, Any]], markdown: bool = False) -> str:

@@ -25,6 +25,7 @@ class Metric(StrEnum):
     ERROR_RATE = "error_rate"
     WARMUP_REQUESTS = "warmup_requests"
     RPS = "rps"  # median over repeats
+    ROWS_PER_S = "rows_per_s"  # rps x rows per request (the batch size)
     RPS_MEAN = "rps_mean"
     RPS_CI95_LOW = "rps_ci95_low"
     RPS_CI95_HIGH = "rps_ci95_high"
@@ -117,6 +118,7 @@ TAG_TRIGGER = "trigger"  # scheduled | manual | cli
 TAG_HOST = "host.fingerprint"
 TAG_VERDICT = "servebench.verdict"  # regression | improvement | unchanged | no_baseline, against its history
 TAG_MODEL_VERSION = "model.version"  # the Model Registry version a trial served: "<registered name>/<version>"
+TAG_MODEL_CHANGED = "model.changed"  # the served version differs from its baseline's: "v3 → v4"
 INHERITED_TAGS = (TAG_DAG_RUN, TAG_TRIGGER, TAG_HOST)  # copied from a parent run to its trials
 
 
@@ -125,7 +127,7 @@ class TrialResult:
     """Everything a tracker or report needs about one trial; written to `out_dir/result.json`."""
 
     spec: TrialSpec
-    status: str  # "ok" | "degraded" | "failed"
+    status: str  # "ok" | "degraded" | "failed" | "skipped" (the framework cannot serve the model: reason says why)
     reason: str = ""
     metrics: dict[str, float] = field(default_factory=dict)
     series: dict[str, list[tuple[int, float]]] = field(default_factory=dict)

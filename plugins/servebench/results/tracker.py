@@ -24,6 +24,7 @@ from servebench.results.records import (
     TAG_BENCHMARK,
     TAG_HOST,
     TAG_KIND,
+    TAG_MODEL_CHANGED,
     TAG_MODEL_VERSION,
     TAG_RESULT,
     TAG_STATUS,
@@ -134,8 +135,13 @@ class Tracker:
         which logged models and which registered version it serves."""
         logged = self._client.get_run(run_id).data.tags
         for export in exports:
-            if logged.get(f"model.{export.name}.key") == export.key and logged.get(f"model.{export.name}.version"):
+            if logged.get(f"model.{export.name}.key") == export.key:
                 continue  # this run has it already (an upload retried, or the next trial's)
+            if export.meta["source"]["kind"] != "recipe":  # the user's model: linked where it is, never re-logged
+                for what, value in _user_model_tags(export.meta["source"]).items():
+                    self._client.set_tag(run_id, f"model.{export.name}.{what}", value)
+                self._client.set_tag(run_id, f"model.{export.name}.key", export.key)
+                continue
             record = export.dir / "mlflow-models.json"
             known = json.loads(record.read_text()) if record.exists() else {}
             uris = known.get(self.uri, {})
@@ -317,13 +323,16 @@ class Tracker:
             TrialRecord(str(r.info.run_id), dict(r.data.params), dict(r.data.metrics), dict(r.data.tags)) for r in runs
         ]
 
-    def log_verdicts(self, run_id: str, verdicts: list[Verdict]) -> None:
-        """The regression verdict of a trial run: a tag overall and per figure, the baseline and the change."""
+    def log_verdicts(self, run_id: str, verdicts: list[Verdict], model_changed: str = "") -> None:
+        """The regression verdict of a trial run: a tag overall and per figure, the baseline and the change;
+        and, when the model it served is another version than its baseline's, which (`v3 → v4`)."""
         from mlflow.entities import Metric as MlflowMetric
         from mlflow.entities import RunTag
 
         now = int(time.time() * 1000)
         tags = [RunTag(TAG_VERDICT, overall(verdicts))]
+        if model_changed:
+            tags.append(RunTag(TAG_MODEL_CHANGED, model_changed))
         tags += [RunTag(f"{TAG_VERDICT}.{v.figure}", v.text[:5000]) for v in verdicts]
         metrics = [
             MlflowMetric(BASELINE_PREFIX + v.figure, v.baseline, now, 0) for v in verdicts if v.baseline is not None
@@ -392,5 +401,18 @@ def _served_model(parent_tags: dict[str, str], result: TrialResult) -> dict[str,
     flavor = "onnx" if result.context.get("model_format") == "onnx" else "sklearn"
     return {
         TAG_MODEL_VERSION: parent_tags.get(f"model.{model}.version", ""),
-        "logged": parent_tags.get(f"model.{model}.{flavor}_uri", ""),
+        "logged": parent_tags.get(f"model.{model}.{flavor}_uri") or parent_tags.get(f"model.{model}.source_uri", ""),
     }
+
+
+def _user_model_tags(source: dict[str, str]) -> dict[str, str]:
+    """A parent run's tags for a user's model: its registered version and alias, the run that logged it, and
+    the logged model the version points at (the trials' "Logged models" link); a file's path."""
+    if source["kind"] == "file":
+        return {"path": source["path"]}
+    tags = {"version": f"{source['registered_name']}/{source['version']}", "run_id": source["run_id"]}
+    if source["alias"]:
+        tags["alias"] = source["alias"]
+    if source.get("model_source", "").startswith("models:/m-"):
+        tags["source_uri"] = source["model_source"]
+    return tags

@@ -1,7 +1,8 @@
 """The one request contract every server speaks, and the checks the harness applies to answers.
 
-    POST /predict  {"instances": [[f1, ..., fn], ...]}
-                -> {"predictions": [label, ...], "probabilities": [[p1, ..., pk], ...]}
+    POST /predict  {"instances": [[v1, ..., vn], ...]}  or, for named columns, {"instances": [{"col": v, ...}, ...]}
+                -> {"predictions": [label, ...], "probabilities": [[p1, ..., pk], ...]}   (a classifier)
+                -> {"predictions": [value, ...]}                                          (a regressor)
     GET  /health   -> 200 once the model is loaded
 
 A server may speak another protocol (its manifest's `protocol`) when a `Wire` maps it onto this one:
@@ -21,9 +22,10 @@ from typing import Any
 
 import numpy as np
 
+from servebench.models.schema import RowSource, Schema
+
 PROTOCOL = "servebench-v1"
 PREDICT_PATH = "/predict"
-PROBA_TOLERANCE = 1e-5  # servers must match the reference model's probabilities this closely
 
 
 @dataclass(frozen=True)
@@ -53,33 +55,42 @@ def wire(protocol: str = PROTOCOL, model_name: str = "model") -> Wire:
 
 
 class RequestGenerator:
-    """Seeded Gaussian inputs fitted to the training data; stream k gives every user its own sequence."""
+    """Request bodies of `batch` rows each, from the model's rows (schema.RowSource): replayed from its payload
+    sample or generated, seeded; stream k gives every user (or h2load process) its own sequence."""
 
-    def __init__(self, spec: dict[str, Any], stream: int = 0) -> None:
-        self._mean = np.asarray(spec["mean"], dtype=float)
-        self._std = np.asarray(spec["std"], dtype=float)
-        self._batch = int(spec.get("batch_size", 1))
-        self._rng = np.random.default_rng([int(spec["seed"]), stream])
+    def __init__(self, meta: dict[str, Any], stream: int = 0, batch: int = 1) -> None:
+        self._rows = RowSource(Schema.from_dict(meta["inputs"]), meta["generator"], stream)
+        self._batch = batch
 
-    def instances(self) -> np.ndarray:
-        return self._rng.normal(self._mean, self._std, size=(self._batch, self._mean.size))
+    def instances(self) -> list[Any]:
+        return self._rows.take(self._batch)
 
     def bodies(self, count: int) -> list[bytes]:
         """Pre-encoded request bodies, so the load generator spends its CPU on sending, not on JSON."""
         return [encode_request(self.instances()) for _ in range(count)]
 
 
-def encode_request(instances: np.ndarray | Sequence[Sequence[float]]) -> bytes:
-    return json.dumps({"instances": np.asarray(instances, dtype=float).tolist()}).encode()
+def encode_request(instances: Sequence[Any]) -> bytes:
+    """Rows (lists of values, or {column: value} objects) as a request body."""
+    return json.dumps({"instances": [r if isinstance(r, dict) else list(r) for r in instances]}).encode()
 
 
-def check_answer(payload: Any, n_rows: int, classes: Sequence[int]) -> str | None:
-    """Why an answer breaks the contract, or None. Cheap enough to run on every load-test response."""
+def check_answer(payload: Any, n_rows: int, classes: Sequence[Any]) -> str | None:
+    """Why an answer breaks the contract, or None. Cheap enough to run on every load-test response.
+    A classifier (classes given) answers labels and probabilities; a regressor (no classes) numbers alone."""
     if not isinstance(payload, dict):
         return "answer is not a JSON object"
-    preds, probas = payload.get("predictions"), payload.get("probabilities")
+    preds = payload.get("predictions")
     if not isinstance(preds, list) or len(preds) != n_rows:
         return f"'predictions' should be a list of {n_rows}"
+    if not classes:
+        bad = next((v for v in preds if not isinstance(v, (int, float)) or not math.isfinite(v)), None)
+        return (
+            None
+            if bad is None and all(isinstance(v, (int, float)) for v in preds)
+            else f"prediction {bad!r} is not a finite number"
+        )
+    probas = payload.get("probabilities")
     if not isinstance(probas, list) or len(probas) != n_rows:
         return f"'probabilities' should be a list of {n_rows}"
     for label, row in zip(preds, probas, strict=True):
@@ -95,9 +106,14 @@ def check_answer(payload: Any, n_rows: int, classes: Sequence[int]) -> str | Non
     return None
 
 
-def describe_input(row: Sequence[float]) -> str:
-    shown = ", ".join(f"{v:.4g}" for v in row[:4])
-    return f"[{shown}, ... ({len(row)} features)]" if len(row) > 4 else f"[{shown}]"
+def describe_input(row: Any) -> str:
+    items = [f"{k}={_short(v)}" for k, v in row.items()] if isinstance(row, dict) else [_short(v) for v in row]
+    shown = ", ".join(items[:4])
+    return f"[{shown}, ... ({len(items)} columns)]" if len(items) > 4 else f"[{shown}]"
+
+
+def _short(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else repr(value)
 
 
 def compare_with_reference(payload: Any, meta: dict[str, Any], rows: slice = slice(None)) -> str | None:
@@ -107,20 +123,35 @@ def compare_with_reference(payload: Any, meta: dict[str, Any], rows: slice = sli
     )
 
 
+def max_difference(payload: dict[str, Any], meta: dict[str, Any], rows: slice = slice(None)) -> float:
+    """The largest difference between an answer keeping the contract and the reference: of probabilities for
+    a classifier, of values relative to the tolerance's scale for a regressor."""
+    if meta["classes"]:
+        got, want = payload["probabilities"], meta["samples"]["probabilities"][rows]
+    else:
+        got, want = payload["predictions"], meta["samples"]["predictions"][rows]
+    return float(np.max(np.abs(np.asarray(got, dtype=float) - np.asarray(want, dtype=float))))
+
+
 def first_difference(payload: dict[str, Any], meta: dict[str, Any], rows: slice = slice(None)) -> str | None:
     """Like `compare_with_reference`, for an answer already known to keep the contract (`check_answer`).
 
-    A difference names the sample input (its index among all samples, and its first values)."""
+    Classifiers: labels identical and probabilities within the model's tolerance; regressors: values within
+    its relative tolerance. A difference names the sample input (its index among all samples, and its values)."""
     inputs = meta["samples"]["inputs"][rows]
     want_labels = meta["samples"]["predictions"][rows]
-    want_proba = meta["samples"]["probabilities"][rows]
-    for i, (label, got, want) in enumerate(
-        zip(payload["predictions"], payload["probabilities"], want_proba, strict=True)
-    ):
+    tolerance = meta["tolerance"]
+    for i, (label, want) in enumerate(zip(payload["predictions"], want_labels, strict=True)):
         where = f"sample input {i + (rows.start or 0)} {describe_input(inputs[i])}"
+        if not meta["classes"]:
+            bound = tolerance["rtol"] * max(abs(want), tolerance["scale"])
+            if abs(label - want) > bound:
+                return f"{where}: value {label}, reference {want} (differs by more than {bound:.3g})"
+            continue
         if label != want_labels[i]:
             return f"{where}: label {label}, reference {want_labels[i]}"
-        diff = float(np.max(np.abs(np.asarray(got) - np.asarray(want))))
-        if diff > PROBA_TOLERANCE:
-            return f"{where}: probabilities differ by {diff:.2e} (> {PROBA_TOLERANCE:g}): {got} vs reference {want}"
+        got, want_proba = payload["probabilities"][i], meta["samples"]["probabilities"][rows][i]
+        diff = float(np.max(np.abs(np.asarray(got) - np.asarray(want_proba))))
+        if diff > tolerance["proba"]:
+            return f"{where}: probabilities differ by {diff:.2e} (> {tolerance['proba']:g}): {got} vs reference {want_proba}"
     return None

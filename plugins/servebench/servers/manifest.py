@@ -77,6 +77,24 @@ class ContainerSpec(BaseModel):
         return _check_placeholders(value)
 
 
+Task = Literal["binary", "multiclass", "regressor"]
+ColumnType = Literal["number", "string"]
+
+
+class Serves(BaseModel):
+    """What a server can serve, beyond its model format: the planner skips, with the reason, every model and
+    batch size outside it (capability.py). The defaults are what a server of the original contract handles."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tasks: list[Task] = Field(default=["binary", "multiclass"], min_length=1, description="Model kinds it answers.")
+    column_types: list[ColumnType] = Field(
+        default=["number"], min_length=1, description="Input column types it parses."
+    )
+    named_columns: bool = Field(default=False, description='Rows as {"column": value} objects, not only lists.')
+    max_batch_rows: int = Field(default=1024, ge=1, description="Most rows one request may carry.")
+
+
 class Manifest(BaseModel):
     """How to build a server, start it with N workers on a port, and check its health."""
 
@@ -92,6 +110,7 @@ class Manifest(BaseModel):
         default=["local", "docker"], min_length=1, description="Runner backends it runs on."
     )
     container: ContainerSpec = ContainerSpec()
+    serves: Serves = Serves()
     requirements: str | None = Field(default=None, description="Python servers: pip requirements of their own venv.")
     sources: list[str] = Field(
         default=[],

@@ -1,6 +1,7 @@
 """Parity: before any load, a server must answer the model's fixed sample inputs as the reference model does.
 
-Labels must be identical and probabilities within `contract.PROBA_TOLERANCE`, for one input alone and
+Labels must be identical and probabilities within the model's tolerance (a regressor's values within its
+relative tolerance: export.py), for one input alone and
 for all samples in one batch (batching bugs show only there). A server that disagrees is not load-tested;
 the report says which input differed first, and is logged with the trial.
 """
@@ -10,8 +11,6 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
-
-import numpy as np
 
 from servebench.base.httpclient import request
 from servebench.servers import contract
@@ -31,6 +30,7 @@ class ParityCheck:
 class ParityReport:
     checks: tuple[ParityCheck, ...]
     first_correct_at: float | None  # time.monotonic() of the first correct answer (cold start's end)
+    tolerance: dict[str, float]  # the model's (export.py)
 
     @property
     def passed(self) -> bool:
@@ -48,7 +48,7 @@ class ParityReport:
     def to_dict(self) -> dict[str, Any]:
         return {
             "passed": self.passed,
-            "tolerance": contract.PROBA_TOLERANCE,
+            "tolerance": self.tolerance,
             "max_abs_diff": self.max_abs_diff,
             "checks": [asdict(c) for c in self.checks],
         }
@@ -60,9 +60,7 @@ def _compare(status: int, payload: Any, meta: dict[str, Any], rows: slice) -> tu
     broken = contract.check_answer(payload, len(meta["samples"]["inputs"][rows]), meta["classes"])
     if broken:
         return None, broken  # broke the contract itself: there is no difference to measure
-    got = np.asarray(payload["probabilities"], dtype=float)
-    diff = float(np.max(np.abs(got - np.asarray(meta["samples"]["probabilities"][rows]))))
-    return diff, contract.first_difference(payload, meta, rows)
+    return contract.max_difference(payload, meta, rows), contract.first_difference(payload, meta, rows)
 
 
 def check(base_url: str, meta: dict[str, Any], wire: contract.Wire | None = None) -> ParityReport:
@@ -83,4 +81,4 @@ def check(base_url: str, meta: dict[str, Any], wire: contract.Wire | None = None
             first_correct_at = time.monotonic()
         if problem:
             break
-    return ParityReport(tuple(checks), first_correct_at)
+    return ParityReport(tuple(checks), first_correct_at, meta["tolerance"])
