@@ -87,7 +87,11 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="build what is missing and run one server until Ctrl-C")
     serve.add_argument("--framework", required=True)
-    serve.add_argument("--model", required=True)
+    serve.add_argument("--model", required=True, help="a recipe, models:/<name>/<version|@alias> or a model file")
+    serve.add_argument(
+        "--payload", type=Path, help="request rows to take the sample request from (CSV, Parquet, JSONL)"
+    )
+    serve.add_argument("--trust-pickle", action="store_true", help="load a .joblib/.pkl file (runs its code)")
     serve.add_argument("--workers", type=int, default=1)
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--backend", choices=["local", "docker"], default="local", help="a local process or a container")
@@ -137,6 +141,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     worker.add_argument("--wait", type=float, default=900.0, help="seconds to wait for the first master (default 900)")
 
+    servers = sub.add_parser("servers", help="every server folder and what it can serve (formats, model kinds, inputs)")
+    servers.add_argument("--markdown", action="store_true", help="as a Markdown table (the README's)")
+
     show = sub.add_parser("summary", help="print the comparison table of a logged benchmark run")
     show.add_argument("run_id", nargs="?", help="parent run id (default: the latest in the experiment)")
     show.add_argument("--experiment", default="servebench")
@@ -153,6 +160,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     from servebench.base.teardown import Aborted
     from servebench.config.params import ParamsError
+    from servebench.models.schema import SchemaError
+    from servebench.models.source import SourceError
     from servebench.servers.images import ImageError
     from servebench.servers.manifest import ManifestError
 
@@ -166,9 +175,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             "compare": _compare,
             "airflow": _airflow,
             "load-worker": _load_worker,
+            "servers": _servers,
         }
         return commands[args.command](args)
-    except (ParamsError, ManifestError, ImageError) as exc:
+    except (ParamsError, ManifestError, ImageError, SourceError, SchemaError) as exc:
         print(f"servebench: {exc}", file=sys.stderr)
         return 2
     except Aborted as exc:  # what was running is stopped, the aborted trial recorded in the spool
@@ -357,15 +367,34 @@ def _load_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def _servers(args: argparse.Namespace) -> int:
+    from servebench.servers import capability, manifest
+
+    rows = capability.matrix([manifest.get(name) for name in manifest.available_frameworks()])
+    header = list(rows[0])
+    if args.markdown:
+        print("| " + " | ".join(header) + " |\n|" + "|".join("---" for _ in header) + "|")
+        for row in rows:
+            print("| " + " | ".join(row.values()) + " |")
+        return 0
+    widths = [max(len(h), *(len(r[h]) for r in rows)) for h in header]
+    for cells in [header, *[list(r.values()) for r in rows]]:
+        print("  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip())
+    return 0
+
+
 def _serve(args: argparse.Namespace) -> int:
     from servebench.models.export import export_model
-    from servebench.servers import manifest, runner
+    from servebench.servers import capability, manifest, runner
     from servebench.servers.readiness import wait_ready
     from servebench.servers.runner.base import ServerFailed
 
     server_manifest = manifest.get(args.framework)
-    model = export_model(args.model)
-    log_path = paths.state_dir() / "serve" / f"{args.framework}-{args.model}.log"
+    model = export_model(args.model, payload=args.payload, trust_pickle=args.trust_pickle)
+    if why := capability.unsupported(server_manifest, model.meta):
+        print(f"servebench: {why}", file=sys.stderr)
+        return 2
+    log_path = paths.state_dir() / "serve" / f"{args.framework}-{model.name}.log"
     try:
         server = runner.create(args.backend).start(server_manifest, model, args.workers, log_path, port=args.port)
     except ServerFailed as exc:
@@ -382,7 +411,7 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"  curl -s {server.base_url}{server_manifest.health_path}")
         print(
             f"  curl -s -X POST {server.base_url}/predict -H 'Content-Type: application/json' "
-            f"-d '{{\"instances\": [{model.meta['samples']['inputs'][0]}]}}'"
+            f"-d '{json.dumps({'instances': model.meta['samples']['inputs'][:1]})}'"
         )
         print(f"log: {log_path}   (Ctrl-C to stop)", flush=True)
         while not stop["now"] and server.exit_code() is None:

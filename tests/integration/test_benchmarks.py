@@ -19,6 +19,11 @@ TINY_LOAD = ["--users", "2", "--duration", "1", "--warmup", "0"]
     [
         ("fastapi_inference_mode.py", ["--models", "lr"], ["lr     inline", "lr     threadpool", "throughput ratio"]),
         ("server_cost.py", ["--frameworks", "fastapi"], ["cpu µs/req", "fastapi                  1"]),
+        (
+            "framework_overhead.py",
+            ["--models", "gbdt", "--frameworks", "fastapi,cpp", "--rate", "50"],
+            ["overhead %", "gbdt   fastapi", "skipped: cpp serves the weights format"],
+        ),
         pytest.param(
             "loadgen_ceiling.py",
             ["--frameworks", "fastapi", "--users", "8"],  # 8: FastAPI saturates within a step or two of h2load's ramp

@@ -132,7 +132,10 @@ def test_a_registered_pipeline_exports_with_its_schema_and_its_own_outputs(regis
     }
     assert [f["name"] for f in meta["onnx_inputs"]] == ["tenure", "calls", "plan"]  # one graph input per column
     assert meta["generator"]["columns"][2] == {"choice": ["a", "b", "c"]}  # the encoder's categories
-    assert meta["unavailable"]["weights"].startswith("dense weights take positional numbers")
+    assert meta["unavailable"]["weights"] == (
+        "Pipeline(ColumnTransformer(StandardScaler, OneHotEncoder) → LogisticRegression) has no dense-weights form "
+        "(servebench-dense-v1 holds a LogisticRegression or an MLPClassifier alone)"
+    )
     assert "joblib" not in meta["files"]  # a user's model is not copied as a pickle
     # the references are the registered model's own answers, loaded as MLflow loads it
     import mlflow

@@ -391,7 +391,12 @@ def _write(loaded: Loaded, key: str, payload_rows: list[Any], out: Path) -> None
             unavailable["onnx"] = (
                 f"skl2onnx cannot convert {describe(loaded.estimator)}: {str(exc).splitlines()[0][:300]}"
             )
-        if loaded.schema.named:
+        if weights.unsupported(loaded.estimator):  # first: a tree ensemble has no weights however it is fed
+            unavailable["weights"] = (
+                f"{describe(loaded.estimator)} has no dense-weights form ({weights.FORMAT} holds a LogisticRegression "
+                "or an MLPClassifier alone)"
+            )
+        elif loaded.schema.named:
             unavailable["weights"] = "dense weights take positional numbers, this model takes named columns"
         else:
             try:

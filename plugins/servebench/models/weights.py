@@ -79,6 +79,15 @@ def _layers(model: Any) -> list[tuple[np.ndarray, np.ndarray, str]]:
     )
 
 
+def unsupported(model: Any) -> str | None:
+    """Why a fitted estimator has no dense-weights form (a tree ensemble, a pipeline), or None."""
+    try:
+        _layers(model)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
 def write(model: Any, out_dir: Path, X: Any = None) -> dict[str, Any]:
     """Write `model` as model.weights.json + model.weights.bin into `out_dir`; return the header.
 
