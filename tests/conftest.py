@@ -110,11 +110,16 @@ def _tracking_uri_restored() -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def exports(servebench_home: Path) -> dict[str, Any]:
-    """Every built-in model, trained and exported once per session (ExportedModel by name)."""
+    """The built-in models, each trained and exported once per session when a test first asks for it
+    (ExportedModel by name)."""
     from servebench.models.export import export_model
-    from servebench.models.recipes import MODEL_NAMES
 
-    return {name: export_model(name) for name in MODEL_NAMES}
+    class Exports(dict[str, Any]):
+        def __missing__(self, name: str) -> Any:
+            self[name] = export_model(name)
+            return self[name]
+
+    return Exports()
 
 
 def _ours(roots: set[str]) -> dict[int, str]:

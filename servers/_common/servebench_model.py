@@ -130,7 +130,8 @@ class Predictor:
             rows = [self._named_row(i, row) for i, row in enumerate(rows)]
         for i, row in enumerate(rows):
             if not isinstance(row, list) or len(row) != self.n_features:
-                raise BadRequest(422, f"instances[{i}] must be a list of {self.n_features} values")
+                kind = "values" if self.strings else "numbers"
+                raise BadRequest(422, f"instances[{i}] must be a list of {self.n_features} {kind}")
             if not self.strings:  # the common case, checked as fast as Python can
                 if not all(type(v) in _NUMBER for v in row):
                     raise BadRequest(422, f"instances[{i}] must contain only numbers")

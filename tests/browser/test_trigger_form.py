@@ -56,10 +56,11 @@ def test_every_field_set_in_the_form_is_the_runs_conf(airflow: LocalAirflow, for
     form.open()
     form.shot("form-untouched")
     values = EVERY_FIELD_SET
-    form.pick("models", values["models"])
+    form.lines("models", values["models"])  # recipes and registry URIs: one per line
     form.pick("frameworks", values["frameworks"])
     form.json_list("workers", "1, 4")
     form.json_list("users", "10, 20")
+    form.json_list("batch_sizes", "1, 16")
     form.shot("form-set-1-matrix")
     form.section("Load")
     for name in ("duration", "warmup", "spawn_rate"):
@@ -73,6 +74,8 @@ def test_every_field_set_in_the_form_is_the_runs_conf(airflow: LocalAirflow, for
     form.text("loadgen_master", values["loadgen_master"])
     form.number("request_timeout", values["request_timeout"])
     form.text("cpu_split", "off")
+    form.lines("payload", values["payload"])
+    form.switch("trust_pickle")
     form.shot("form-set-2-load")
     form.section("Measurement")
     for name in ("repeats", "max_cv", "slo_p99_ms", "soak_minutes"):
@@ -120,6 +123,11 @@ REFUSED = [
     ),
     ("users-zero", lambda f: f.json_list("users", "10, 0"), "param users: 0 is less than the minimum of 1"),
     (
+        "batch-zero",
+        lambda f: f.json_list("batch_sizes", "0"),
+        "param batch_sizes: 0 is less than the minimum of 1",
+    ),
+    (
         "duration-zero",
         lambda f: (f.section("Load"), f.number("duration", 0)),
         "param duration: 0 is less than or equal to the minimum of 0",
@@ -161,9 +169,9 @@ def test_the_form_keeps_out_what_it_can(airflow: LocalAirflow, form: TriggerForm
     """Some bad values never leave the form: an emptied required field blocks the Trigger button (its section
     turns red), and a number below its minimum is raised to it when the box loses focus."""
     form.open()
-    form.clear_choices("models")
+    form.clear_choices("frameworks")
     time.sleep(0.5)
-    form.shot("blocked-models-empty")
+    form.shot("blocked-frameworks-empty")
     assert not form.trigger_button().is_enabled()
     form.open()
     form.section("Where servers run")

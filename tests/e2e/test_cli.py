@@ -82,9 +82,10 @@ def test_a_malformed_manifest_or_unknown_model_is_rejected_before_any_server_sta
         proc.stderr
     )
     proc = run([str(BIN / "servebench"), "run", "--frameworks", "fastapi", "--models", "lr,nope"], env)
-    assert proc.returncode == 2 and "models: Value error, unknown model(s) ['nope']; known: " in proc.stderr, (
-        proc.stderr
-    )
+    assert (
+        proc.returncode == 2
+        and "models: Value error, nope: not a model: expected a recipe (lr, mlp, gbdt)" in proc.stderr
+    ), proc.stderr
     assert "starting" not in proc.stderr  # nothing was started
 
 

@@ -17,7 +17,7 @@ from servebench.results.tracker import Tracker
 def test_both_models_log_once_and_load_back(exports, tmp_path: Path) -> None:
     tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
     parent = tracker.open_parent(Benchmark("first", "models", "first", {}, {}, {}, tracker.uri))
-    tracker.log_models(parent, list(exports.values()))
+    tracker.log_models(parent, [exports["lr"], exports["mlp"]])
     tags = MlflowClient(tracker.uri).get_run(parent).data.tags
     for name, export in exports.items():
         inputs = np.asarray(export.meta["samples"]["inputs"])

@@ -120,6 +120,8 @@ def run(spec: LoadSpec, out_dir: Path, on_started: Callable[[int], None]) -> Loa
     finally:
         _kill(proc)
         teardown.unregister(token)
+        for stream in range(count):  # request rows (a user's payload): not kept beside the figures, nor uploaded
+            (out_dir / f"h2load-body-{stream}.json").unlink(missing_ok=True)
     logs = [out_dir / f"h2load-{i}.tsv" for i in range(count)]
     if not any(p.exists() and p.stat().st_size for p in logs):
         outputs = "\n".join((out_dir / f"h2load-{i}.out").read_text(errors="replace")[-1500:] for i in range(count))

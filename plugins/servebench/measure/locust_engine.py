@@ -45,7 +45,11 @@ def run(spec: LoadSpec, out_dir: Path, on_started: Callable[[int], None]) -> Loa
     (out_dir / "workers.json").unlink(missing_ok=True)
     meta = json.loads(Path(spec.meta_path).read_text())
     config = {**asdict(spec), "meta": meta, "out_dir": str(out_dir), "load_processes": spec.total_processes}
-    (out_dir / "loadgen.json").write_text(json.dumps(config))
+    # The record of the test's settings names the model; the model's request rows (a user's payload) go only to
+    # Locust, in a file removed when it ends, so they are neither kept beside the figures nor uploaded with them.
+    (out_dir / "loadgen.json").write_text(json.dumps({**config, "meta": {"name": meta["name"], "key": meta["key"]}}))
+    settings_file = out_dir / "locust-settings.json"
+    settings_file.write_text(json.dumps(config))
     limit = spec.warmup_s + spec.users / spec.spawn_rate + spec.duration_s + STOP_SLACK_S
     if spec.load_hosts:
         limit += spec.worker_wait_s
@@ -78,7 +82,7 @@ def run(spec: LoadSpec, out_dir: Path, on_started: Callable[[int], None]) -> Loa
         "--loglevel",
         "WARNING",
         "--servebench-config",
-        f"@{out_dir / 'loadgen.json'}",
+        f"@{settings_file}",
     ]
     if spec.load_hosts:
         cmd += [
@@ -117,6 +121,7 @@ def run(spec: LoadSpec, out_dir: Path, on_started: Callable[[int], None]) -> Loa
         _kill(proc)  # its whole group, whatever ended the wait (a time-out, a signal, an exception)
         teardown.unregister(token)
         reader.join(timeout=5)
+        settings_file.unlink(missing_ok=True)
     if code != 0 and spec.load_hosts and any("Gave up waiting for workers" in line for line in output):
         raise LoadgenError(_missing_workers(spec, out_dir))
     if code != 0:

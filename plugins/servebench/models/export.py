@@ -251,13 +251,17 @@ def _from_estimator(entry: str, estimator: Any, schema: schemas.Schema | None, f
 
     if not (is_classifier(estimator) or is_regressor(estimator)) or not hasattr(estimator, "predict"):
         raise sources.SourceError(f"{entry}: {type(estimator).__name__} is neither a classifier nor a regressor")
-    if schema is None:
+    known = _known_distributions(estimator)
+    if schema is None:  # no signature: the model's feature names, strings where its encoder knows string categories
         names = getattr(estimator, "feature_names_in_", None)
         if names is not None:
-            schema = schemas.Schema(tuple(schemas.Column(str(n), schemas.NUMBER) for n in names), named=True)
+            kinds = {
+                n: schemas.STRING if isinstance(known.get(str(n), {}).get("choice", [0])[0], str) else schemas.NUMBER
+                for n in names
+            }
+            schema = schemas.Schema(tuple(schemas.Column(str(n), kinds[n]) for n in names), named=True)
         else:
             schema = schemas.Schema.positional(int(estimator.n_features_in_))
-    known = _known_distributions(estimator)
     columns = []
     for i, column in enumerate(schema.columns):
         spec = known.get(column.name if schema.named else str(i))
@@ -310,7 +314,7 @@ def _known_distributions(estimator: Any) -> dict[str, dict[str, Any]]:
             )
             if isinstance(inner, (OneHotEncoder, OrdinalEncoder)):
                 for name, categories in zip(names, inner.categories_, strict=False):
-                    known[name] = {"choice": [str(c) for c in categories]}
+                    known[name] = {"choice": [c if isinstance(c, str) else float(c) for c in categories.tolist()]}
             elif isinstance(inner, StandardScaler) and inner.with_mean:
                 for name, mean, scale in zip(names, inner.mean_, inner.scale_, strict=False):
                     known[name] = {"normal": [round(float(mean), 6), round(float(scale), 6)]}

@@ -7,8 +7,8 @@ Rows are either replayed from a payload sample (CSV, Parquet or JSON lines; at m
 them, a seeded sample of a bigger file) or generated per column:
 - a number column: Normal(mean, std) fitted to the rows we know (the training data of a built-in recipe, the
   model's MLflow input example), else Normal(0, 1);
-- a string column: uniformly one of the categories the model knows for it (a OneHotEncoder or
-  OrdinalEncoder of the pipeline); a string column without known categories needs a payload.
+- a column an encoder of the pipeline (OneHotEncoder, OrdinalEncoder) knows the categories of: uniformly one of
+  them (strings, or numbers); a string column without known categories needs a payload.
 A request of B rows is `{"instances": [row, ...]}`, each row a list in column order or, for a named schema,
 an object `{"column": value}`.
 """
@@ -204,7 +204,8 @@ class RowSource:
         return [self._schema.encode([v[i] for v in values]) for i in range(count)]
 
     def _draw(self, spec: dict[str, Any], count: int) -> list[Any]:
-        if "choice" in spec:
-            return [str(v) for v in self._rng.choice(spec["choice"], size=count)]
+        if "choice" in spec:  # categories: strings, or the numbers an encoder knows
+            picked = self._rng.integers(len(spec["choice"]), size=count)
+            return [spec["choice"][i] for i in picked]
         mean, std = spec["normal"]
         return [float(v) for v in self._rng.normal(mean, std, size=count)]

@@ -33,7 +33,7 @@ MEASURED = ("ok", "degraded")  # statuses with figures: degraded ones measured w
 COLUMNS: list[tuple[str, str, str]] = [
     ("", "best", "s"),
     ("model", "model", "s"),
-    ("version", "model_version", "s"),
+    ("version", "registered", "s"),
     ("framework", "framework", "s"),
     ("workers", "workers", "s"),
     ("users", "users", "s"),
@@ -143,6 +143,8 @@ def rows_from_records(records: Iterable[TrialRecord], planned: list[TrialSpec] |
             k.removeprefix(TAG_VERDICT + "."): v for k, v in t.items() if k.startswith(TAG_VERDICT + ".")
         }
         row["model_version"] = t.get(TAG_MODEL_VERSION)
+        if p.get("registered_version"):  # a user's registered model: the version this trial served
+            row["registered"] = f"{p['registered_model']}/{p['registered_version']}"
         row["model_changed"] = t.get(TAG_MODEL_CHANGED)
         row["flags"] = [f for f in t.get(TAG_FLAGS, "").split(",") if f]
         row["notes"] = t.get(TAG_REASON) or ", ".join(row["flags"])
@@ -292,7 +294,7 @@ def cell(row: dict[str, Any], key: str, fmt: str) -> str:
 # short one no memory trend.
 OPTIONAL = {
     "engine",
-    "model_version",
+    "registered",
     Metric.ROWS_PER_S,
     Metric.MAX_RPS,
     Metric.MAX_RPS_PER_CORE,
