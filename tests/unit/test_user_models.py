@@ -70,7 +70,7 @@ def _frame(rows: int = 400) -> tuple[pd.DataFrame, np.ndarray]:
 @pytest.fixture(scope="module")
 def registry(servebench_home: Path) -> str:
     """A real registry (the session's SQLite store) with `tiny`: scaler + one-hot + logistic regression, logged
-    with skops and a signature; version 1 has alias `champion`, version 2 none."""
+    with skops and a signature; version 1 has alias `champion`, version 2 (the same model) none."""
     import mlflow
     import skops.io as skops_io
     from mlflow.models import infer_signature
@@ -85,27 +85,28 @@ def registry(servebench_home: Path) -> str:
     mlflow.set_tracking_uri(paths.tracking_uri())
     mlflow.set_registry_uri(paths.tracking_uri())  # another test's Tracker may have pointed MLflow elsewhere
     frame, y = _frame()
-    for c in (1.0, 0.1):
-        model = Pipeline(
-            [
-                (
-                    "prep",
-                    ColumnTransformer([("n", StandardScaler(), ["tenure", "calls"]), ("c", OneHotEncoder(), ["plan"])]),
-                ),
-                ("clf", LogisticRegression(C=c)),
-            ]
-        ).fit(frame, y)
-        with mlflow.start_run():
-            mlflow.sklearn.log_model(
-                model,
-                name="tiny",
-                signature=infer_signature(frame, model.predict(frame)),
-                serialization_format="skops",
-                skops_trusted_types=skops_io.get_untrusted_types(data=skops_io.dumps(model)),
-                registered_model_name="tiny",
-                pip_requirements=["scikit-learn", "skops"],
-            )
-    mlflow.MlflowClient().set_registered_model_alias("tiny", "champion", "1")
+    model = Pipeline(
+        [
+            (
+                "prep",
+                ColumnTransformer([("n", StandardScaler(), ["tenure", "calls"]), ("c", OneHotEncoder(), ["plan"])]),
+            ),
+            ("clf", LogisticRegression()),
+        ]
+    ).fit(frame, y)
+    with mlflow.start_run():
+        info = mlflow.sklearn.log_model(
+            model,
+            name="tiny",
+            signature=infer_signature(frame, model.predict(frame)),
+            serialization_format="skops",
+            skops_trusted_types=skops_io.get_untrusted_types(data=skops_io.dumps(model)),
+            registered_model_name="tiny",
+            pip_requirements=["scikit-learn", "skops"],
+        )
+    client = mlflow.MlflowClient()
+    client.create_model_version("tiny", info.model_uri, run_id=info.run_id)  # version 2, without an alias
+    client.set_registered_model_alias("tiny", "champion", "1")
     return paths.tracking_uri()
 
 

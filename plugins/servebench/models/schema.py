@@ -200,12 +200,16 @@ class RowSource:
             picked = [self._rows[self._order[(self._next + i) % len(self._rows)]] for i in range(count)]
             self._next += count
             return picked
-        values = [self._draw(spec, count) for spec in self._columns]
-        return [self._schema.encode([v[i] for v in values]) for i in range(count)]
+        # One draw per column for all the rows: Locust users make their bodies as they start, on the load
+        # generator's own CPU, so this stays a few numpy calls whatever the row count.
+        columns = [self._draw(spec, count) for spec in self._columns]
+        if self._schema.named:
+            return [dict(zip(self._schema.names, row, strict=True)) for row in zip(*columns, strict=True)]
+        return [list(row) for row in zip(*columns, strict=True)]
 
     def _draw(self, spec: dict[str, Any], count: int) -> list[Any]:
         if "choice" in spec:  # categories: strings, or the numbers an encoder knows
-            picked = self._rng.integers(len(spec["choice"]), size=count)
-            return [spec["choice"][i] for i in picked]
+            return [spec["choice"][i] for i in self._rng.integers(len(spec["choice"]), size=count).tolist()]
         mean, std = spec["normal"]
-        return [float(v) for v in self._rng.normal(mean, std, size=count)]
+        values: list[Any] = self._rng.normal(mean, std, size=count).tolist()
+        return values
