@@ -32,7 +32,7 @@ def test_server_answers_right_and_rejects_bad_input(start_server, exports, shipp
     answers_right_and_rejects_bad_input(start_server, exports, shipped_server, 1)
 
 
-@pytest.mark.default_tier_servers("fastapi", "flask", "cpp")  # a process, a sync and a thread worker model
+@pytest.mark.default_tier_servers("fastapi", "cpp")  # processes and threads (flask's sync workers: --full)
 def test_two_workers_answer_right(start_server, exports, shipped_server: str) -> None:
     answers_right_and_rejects_bad_input(start_server, exports, shipped_server, 2)
 
@@ -63,7 +63,8 @@ def answers_right_and_rejects_bad_input(start_server, exports, shipped_server: s
     assert report.graceful and report.leftovers == () and group_members(server.root_pid) == []
 
 
-@pytest.mark.default_tier_servers("fastapi", "fastapi-gunicorn", "flask", "bentoml", "cpp")
+# The default tier: FastAPI's thread-pool inference and the C++ server's threads; the others with --full.
+@pytest.mark.default_tier_servers("fastapi", "cpp")
 def test_heavy_model_is_served_exactly(start_server, exports, shipped_server: str) -> None:
     server = start_server(shipped_server, "mlp", 1)
     meta = exports["mlp"].meta

@@ -102,10 +102,6 @@ def library_versions() -> dict[str, str]:
     return {p: pkg_metadata.version(p) for p in _LIBRARIES}
 
 
-def recipe_key(recipe: Recipe) -> str:
-    return _key({"recipe": asdict(recipe)}, None)
-
-
 def _key(what: dict[str, Any], payload: Path | None) -> str:
     digest = hashlib.sha256(payload.read_bytes()).hexdigest() if payload else None
     text = json.dumps(
@@ -546,12 +542,13 @@ def run_onnx(onnx_bytes: bytes, schema: schemas.Schema, rows: list[Any]) -> dict
     outputs = session.run(None, feed)
     if len(outputs) >= 2 and np.asarray(outputs[1]).ndim == 2 and np.asarray(outputs[1]).dtype.kind == "f":
         labels, proba = np.asarray(outputs[0]).ravel(), np.asarray(outputs[1], dtype=float)
-        classes = _plain_labels(np.unique(labels)) if proba.shape[1] != len(np.unique(labels)) else None
-        return {
-            "classes": classes or _infer_classes(labels, proba),
-            "predictions": _plain_labels(labels),
-            "probabilities": proba.tolist(),
-        }
+        classes = _onnx_classes(onnx_bytes)
+        if classes is None or len(classes) != proba.shape[1]:
+            raise sources.SourceError(
+                f"the ONNX classifier's {proba.shape[1]} probability columns have no class labels in the graph "
+                "(a classlabels_ints/classlabels_strings attribute, as skl2onnx writes)"
+            )
+        return {"classes": classes, "predictions": _plain_labels(labels), "probabilities": proba.tolist()}
     if len(outputs) == 1 and np.asarray(outputs[0]).dtype.kind == "f":
         return {"classes": [], "predictions": np.asarray(outputs[0], dtype=float).ravel().tolist()}
     raise sources.SourceError(
@@ -560,14 +557,17 @@ def run_onnx(onnx_bytes: bytes, schema: schemas.Schema, rows: list[Any]) -> dict
     )
 
 
-def _infer_classes(labels: Any, proba: Any) -> list[Any]:
-    """A classifier graph's classes in probability-column order: the label of each column's argmax rows."""
-    classes: dict[int, Any] = {}
-    for label, column in zip(labels.tolist(), np.argmax(proba, axis=1).tolist(), strict=True):
-        classes.setdefault(column, label)
-    if len(classes) != proba.shape[1]:
-        return [*_plain_labels(sorted(set(labels.tolist())))]
-    return _plain_labels([classes[i] for i in range(proba.shape[1])])
+def _onnx_classes(onnx_bytes: bytes) -> list[Any] | None:
+    """A classifier graph's class labels in probability-column order, from its classifier node's attribute."""
+    import onnx
+
+    for node in onnx.load_from_string(onnx_bytes).graph.node:
+        for attribute in node.attribute:
+            if attribute.name == "classlabels_int64s" or attribute.name == "classlabels_ints":
+                return [int(v) for v in attribute.ints]
+            if attribute.name == "classlabels_strings":
+                return [v.decode() for v in attribute.strings]
+    return None
 
 
 def _differs(got: dict[str, Any], want: dict[str, Any], meta: dict[str, Any]) -> str | None:
