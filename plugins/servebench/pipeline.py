@@ -55,7 +55,7 @@ def validate(raw: dict[str, Any]) -> tuple[params.BenchmarkParams, list[TrialSpe
             "(see their manifests' backends)"
         )
     if checked.backend == "docker":  # no engine, or a base image it cannot get (TF Serving's): say so now
-        client = images.engine(checked.server_host)
+        client = images.engine(checked.server_host or "")
         for server in servers:
             images.require_base_images(client, server)
     _check_models(checked)
@@ -103,7 +103,7 @@ def exported(folders: list[str]) -> list[ExportedModel]:
 def build_framework(name: str, checked: params.BenchmarkParams, exports: list[ExportedModel]) -> list[str]:
     """Build what the backend needs to serve the exported models with this framework (venv, or one image per
     model)."""
-    backend = runner.create(checked.backend, checked.cpuset, checked.memory_mb, where=checked.server_host)
+    backend = runner.create(checked.backend, checked.cpuset, checked.memory_mb, where=checked.server_host or "")
     server = manifest.get(name)
     served = []
     for model in exports:  # a model the server cannot serve is neither prepared nor baked into an image

@@ -181,7 +181,8 @@ class TriggerForm:
             if found:
                 return str(found[0].text)
             time.sleep(0.3)
-        raise AssertionError("no refusal message shown")
+        self.shot("no-refusal-shown")
+        raise AssertionError(f"no refusal message shown (see {self.shots / 'no-refusal-shown.png'})")
 
     def field_messages(self) -> list[str]:
         """The form's own messages under fields (e.g. "This field is required")."""

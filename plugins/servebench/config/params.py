@@ -279,9 +279,11 @@ class BenchmarkParams(BaseModel):
         "dimension: [2, 1] with replicas [1, 2] measures 1 x 2 CPUs and 2 x 1 (and the other shapes). Empty: no limit.",
         json_schema_extra=_section(WHERE),
     )
-    server_host: str = Field(
-        default="",
-        pattern=r"^([\w.-]*|(tcp|ssh|unix)://\S+)$",
+    # Optional (None), not "": Airflow's form takes an empty required string for a missing value and disables
+    # Trigger, so an untouched form could not be sent.
+    server_host: str | None = Field(
+        default=None,
+        pattern=r"^([\w.-]+|(tcp|ssh|unix)://\S+)$",
         title="Server host",
         description="docker backend: whose engine builds and runs the servers. Empty: this machine's (DOCKER_HOST); "
         "an Airflow connection id of type docker (the engine's docker_url and TLS files in its extra, a registry "

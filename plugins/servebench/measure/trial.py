@@ -56,7 +56,7 @@ def run_trial(spec: TrialSpec, model: ExportedModel, out_dir: Path, runner: Runn
             # With load hosts, a local server listens where they reach this machine: the Locust master's address.
             address = settings.loadgen_master.rpartition(":")[0] if settings.load_hosts else runners.HOST
             runner = runner or runners.create(
-                settings.backend, server_cpus, settings.memory_mb, address, where=settings.server_host
+                settings.backend, server_cpus, settings.memory_mb, address, where=settings.server_host or ""
             )
             result = _measure(spec, model, out_dir, runner, where)
     except Exception as exc:

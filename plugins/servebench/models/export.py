@@ -415,7 +415,9 @@ def _write(loaded: Loaded, key: str, payload_rows: list[Any], out: Path) -> None
         (out / "model.onnx").write_bytes(loaded.onnx_bytes)
         files["onnx"] = "model.onnx"
         unavailable["weights"] = "an ONNX model has no dense-weights export"
-        reference = run_onnx(loaded.onnx_bytes, loaded.schema, samples)
+        # The classes from the graph, or from its answers to more rows than the samples (every class must win one).
+        probe = run_onnx(loaded.onnx_bytes, loaded.schema, schemas.RowSource(loaded.schema, generator, 7).take(2048))
+        reference = run_onnx(loaded.onnx_bytes, loaded.schema, samples, probe["classes"] or None)
     task = _task(reference)
     tree = any(w in describe(loaded.estimator) for w in ("Forest", "Boosting", "Tree")) if loaded.estimator else False
     meta: dict[str, Any] = {
@@ -449,8 +451,9 @@ def _write(loaded: Loaded, key: str, payload_rows: list[Any], out: Path) -> None
 
         session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
         meta["onnx_inputs"] = schemas.onnx_feeds(loaded.schema, session.get_inputs())
+        converted = (out / "model.onnx").read_bytes()
         if loaded.estimator is not None and (
-            why := _differs(run_onnx((out / "model.onnx").read_bytes(), loaded.schema, samples), reference, meta)
+            why := _differs(run_onnx(converted, loaded.schema, samples, reference["classes"] or None), reference, meta)
         ):
             (out / "model.onnx").unlink()
             del meta["files"]["onnx"], meta["onnx_inputs"]
@@ -526,8 +529,11 @@ def _tolerate_numpy_bools() -> None:
     tree_ensemble.add_node = add_node
 
 
-def run_onnx(onnx_bytes: bytes, schema: schemas.Schema, rows: list[Any]) -> dict[str, Any]:
-    """An ONNX model's outputs for rows, as the source model's reference (labels, probabilities or values)."""
+def run_onnx(
+    onnx_bytes: bytes, schema: schemas.Schema, rows: list[Any], classes: list[Any] | None = None
+) -> dict[str, Any]:
+    """An ONNX model's outputs for rows (labels, probabilities or values); a classifier's classes as given (its
+    source's), else from the graph (`onnx_classes`)."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
@@ -542,13 +548,11 @@ def run_onnx(onnx_bytes: bytes, schema: schemas.Schema, rows: list[Any]) -> dict
     outputs = session.run(None, feed)
     if len(outputs) >= 2 and np.asarray(outputs[1]).ndim == 2 and np.asarray(outputs[1]).dtype.kind == "f":
         labels, proba = np.asarray(outputs[0]).ravel(), np.asarray(outputs[1], dtype=float)
-        classes = _onnx_classes(onnx_bytes)
-        if classes is None or len(classes) != proba.shape[1]:
-            raise sources.SourceError(
-                f"the ONNX classifier's {proba.shape[1]} probability columns have no class labels in the graph "
-                "(a classlabels_ints/classlabels_strings attribute, as skl2onnx writes)"
-            )
-        return {"classes": classes, "predictions": _plain_labels(labels), "probabilities": proba.tolist()}
+        return {
+            "classes": classes if classes is not None else onnx_classes(onnx_bytes, labels, proba),
+            "predictions": _plain_labels(labels),
+            "probabilities": proba.tolist(),
+        }
     if len(outputs) == 1 and np.asarray(outputs[0]).dtype.kind == "f":
         return {"classes": [], "predictions": np.asarray(outputs[0], dtype=float).ravel().tolist()}
     raise sources.SourceError(
@@ -557,17 +561,27 @@ def run_onnx(onnx_bytes: bytes, schema: schemas.Schema, rows: list[Any]) -> dict
     )
 
 
-def _onnx_classes(onnx_bytes: bytes) -> list[Any] | None:
-    """A classifier graph's class labels in probability-column order, from its classifier node's attribute."""
+def onnx_classes(onnx_bytes: bytes, labels: Any, proba: Any) -> list[Any]:
+    """A classifier graph's class labels in probability-column order: from its classifier node's attribute (a
+    linear or tree classifier), else from its answers, each column's label being the label of the rows where it
+    is the most probable (an MLP's graph picks labels from a constant); SourceError when neither tells."""
     import onnx
 
     for node in onnx.load_from_string(onnx_bytes).graph.node:
         for attribute in node.attribute:
-            if attribute.name == "classlabels_int64s" or attribute.name == "classlabels_ints":
+            if attribute.name in ("classlabels_int64s", "classlabels_ints") and len(attribute.ints) == proba.shape[1]:
                 return [int(v) for v in attribute.ints]
-            if attribute.name == "classlabels_strings":
+            if attribute.name == "classlabels_strings" and len(attribute.strings) == proba.shape[1]:
                 return [v.decode() for v in attribute.strings]
-    return None
+    seen: dict[int, set[Any]] = {}
+    for label, column in zip(_plain_labels(labels), np.argmax(proba, axis=1).tolist(), strict=True):
+        seen.setdefault(column, set()).add(label)
+    if len(seen) == proba.shape[1] and all(len(v) == 1 for v in seen.values()):
+        return [seen[i].pop() for i in range(proba.shape[1])]
+    raise sources.SourceError(
+        f"cannot tell the classes of the ONNX classifier's {proba.shape[1]} probability columns: no classlabels "
+        "attribute in the graph, and the sample rows do not make every class the most probable"
+    )
 
 
 def _differs(got: dict[str, Any], want: dict[str, Any], meta: dict[str, Any]) -> str | None:
