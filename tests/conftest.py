@@ -82,7 +82,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(scope="session", autouse=True)
 def servebench_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A private state folder and MLflow store; trained models and server envs are shared by the session."""
-    home = SESSION_HOME or tmp_path_factory.mktemp("servebench-home")
+    # Under a hidden folder, as a clone's `.servebench/` is: a tool refusing such paths (`bentoml build` does) fails here too.
+    home = SESSION_HOME or tmp_path_factory.mktemp("servebench-home") / ".servebench"
+    home.mkdir(parents=True, exist_ok=True)
     saved = {k: os.environ.get(k) for k in ("SERVEBENCH_HOME", "SERVEBENCH_SERVERS_PATH", "MLFLOW_TRACKING_URI")}
     os.environ["SERVEBENCH_HOME"] = str(home)
     os.environ["SERVEBENCH_SERVERS_PATH"] = os.pathsep.join([str(REPO / "servers"), str(FIXTURE_SERVERS)])

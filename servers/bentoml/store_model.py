@@ -81,7 +81,9 @@ def build_bento(tag: str, meta: dict, build_options: list[str]) -> str:
     if _stored(bentoml.bentos.get, bento_tag):
         print(f"bento {bento_tag} already built", file=sys.stderr)
         return bento_tag
-    with tempfile.TemporaryDirectory(prefix="servebench-bento-", dir=os.environ.get("BENTOML_HOME")) as staging:
+    # Staged in the system's temporary folder and removed when the build ends: `bentoml build` refuses any path
+    # through a hidden folder, and servebench's state folder is `.servebench/`.
+    with tempfile.TemporaryDirectory(prefix="servebench-bento-") as staging:
         for file in BENTO_FILES:
             shutil.copyfile(file, Path(staging) / file.name)
         command = [
