@@ -374,6 +374,7 @@ def _make_estimator(recipe: Recipe) -> Any:
 
 def _write(loaded: Loaded, key: str, payload_rows: list[Any], out: Path) -> None:
     """The export folder of a loaded model: formats, samples with the source's outputs, metadata.json."""
+    estimator = describe(loaded.estimator) if loaded.estimator is not None else "ONNX graph"
     generator: dict[str, Any] = {"seed": loaded.seed}
     if payload_rows:
         generator["rows"] = payload_rows
@@ -388,12 +389,10 @@ def _write(loaded: Loaded, key: str, payload_rows: list[Any], out: Path) -> None
             (out / "model.onnx").write_bytes(to_onnx(loaded.estimator, loaded.schema))
             files["onnx"] = "model.onnx"
         except Exception as exc:  # noqa: BLE001 - skl2onnx raises many types; the reason is what matters
-            unavailable["onnx"] = (
-                f"skl2onnx cannot convert {describe(loaded.estimator)}: {str(exc).splitlines()[0][:300]}"
-            )
+            unavailable["onnx"] = f"skl2onnx cannot convert {estimator}: {str(exc).splitlines()[0][:300]}"
         if weights.unsupported(loaded.estimator):  # first: a tree ensemble has no weights however it is fed
             unavailable["weights"] = (
-                f"{describe(loaded.estimator)} has no dense-weights form ({weights.FORMAT} holds a LogisticRegression "
+                f"{estimator} has no dense-weights form ({weights.FORMAT} holds a LogisticRegression "
                 "or an MLPClassifier alone)"
             )
         elif loaded.schema.named:
@@ -419,12 +418,12 @@ def _write(loaded: Loaded, key: str, payload_rows: list[Any], out: Path) -> None
         probe = run_onnx(loaded.onnx_bytes, loaded.schema, schemas.RowSource(loaded.schema, generator, 7).take(2048))
         reference = run_onnx(loaded.onnx_bytes, loaded.schema, samples, probe["classes"] or None)
     task = _task(reference)
-    tree = any(w in describe(loaded.estimator) for w in ("Forest", "Boosting", "Tree")) if loaded.estimator else False
+    tree = any(w in estimator for w in ("Forest", "Boosting", "Tree"))
     meta: dict[str, Any] = {
         "name": loaded.name,
         "key": key,
         "description": loaded.description,
-        "estimator": describe(loaded.estimator) if loaded.estimator is not None else "ONNX graph",
+        "estimator": estimator,
         "source": loaded.source,
         "task": task,
         "inputs": loaded.schema.to_dict(),
