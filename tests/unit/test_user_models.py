@@ -84,6 +84,8 @@ def registry(servebench_home: Path) -> str:
     paths.mlflow_dir().mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(paths.tracking_uri())
     mlflow.set_registry_uri(paths.tracking_uri())  # another test's Tracker may have pointed MLflow elsewhere
+    # MLflow's Default experiment keeps artifacts in ./mlruns of the working folder (the clone): not there.
+    mlflow.set_experiment(experiment_id=mlflow.create_experiment("tiny", (servebench_home / "tiny-artifacts").as_uri()))
     frame, y = _frame()
     model = Pipeline(
         [
