@@ -10,8 +10,9 @@ log() { printf '\033[1m[setup]\033[0m %s\n' "$*" >&2; }
 # --- Debian packages ---------------------------------------------------------
 # python3-venv: Debian's Python lacks venv/ensurepip without it. The C++ server (cpp/) builds with
 # CMake from Debian's Boost (Beast/Asio), Asio (for the Crow flavour), RapidJSON and Eigen headers;
-# nghttp2-client is h2load, the native load engine.
-APT_PACKAGES=(python3-venv ca-certificates g++ make cmake libboost-dev libasio-dev rapidjson-dev libeigen3-dev nghttp2-client)
+# nghttp2-client is h2load, the native load engine; openjdk-17-jre-headless runs TorchServe's frontend.
+APT_PACKAGES=(python3-venv ca-certificates g++ make cmake libboost-dev libasio-dev rapidjson-dev libeigen3-dev nghttp2-client
+  openjdk-17-jre-headless)
 # --test: what the tests need besides: Chromium and its driver for the browser tests of Airflow's UI; iproute2
 # and Redis for the lab (hosts as network namespaces, Celery's broker: scripts/lab.sh).
 [[ "${1:-}" == "--test" ]] && APT_PACKAGES+=(chromium chromium-driver iproute2 redis-server)

@@ -53,12 +53,20 @@ def why_unavailable(framework: str) -> str | None:
     return None
 
 
+def _protocol(framework: str) -> str:
+    manifest = tomllib.loads((REPO / "servers" / framework / "manifest.toml").read_text())
+    return str(manifest.get("protocol", "servebench-v1"))
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """A test taking `shipped_server` runs for every folder under servers/, skipped (saying why) when that
     server cannot be built here: adding a framework adds it to every such test. A test marked
-    `default_tier_servers(...)` runs for those servers in the default tier and for the others with --full."""
+    `default_tier_servers(...)` runs for those servers in the default tier and for the others with --full;
+    one marked `shipped_protocols(...)` runs only for the servers speaking one of those protocols."""
     if "shipped_server" in metafunc.fixturenames:
         names = sorted(p.name for p in (REPO / "servers").iterdir() if (p / "manifest.toml").is_file())
+        if protocols := metafunc.definition.get_closest_marker("shipped_protocols"):
+            names = [n for n in names if _protocol(n) in protocols.args]
         tiered = metafunc.definition.get_closest_marker("default_tier_servers")
         params = []
         needs_build = "unit" not in metafunc.definition.path.parts  # unit tests only read the folder

@@ -66,6 +66,72 @@ async def read_limited_async(chunks: AsyncIterable[bytes]) -> bytes:
     return bytes(body)
 
 
+# The Open Inference Protocol (KServe v2), as servebench's harness encodes rows (plugins/servebench/servers/contract.py):
+# positional numbers as one FP32 tensor "input" of shape [B, n]; named columns as one tensor per column, shape [B, 1]
+# (or [B]), FP32 or BYTES. Answers carry "predictions" (labels, or a regressor's values) and "probabilities" [B, k].
+V2_OUTPUTS = ("predictions", "probabilities")
+V2_MODEL_NAME = os.environ.get("SERVEBENCH_V2_MODEL_NAME", "model")
+_V2_NUMBER_TYPES = {"FP16", "FP32", "FP64", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"}
+_V2_TYPE_OF = {
+    np.dtype(np.int64): "INT64",
+    np.dtype(np.int32): "INT32",
+    np.dtype(np.float32): "FP32",
+    np.dtype(np.float64): "FP64",
+}
+
+
+def _flat(data: list, limit: int) -> list:
+    """A tensor's data, flattened row-major (the protocol allows nested lists); BadRequest past `limit` values."""
+    out: list = []
+    stack = [iter(data)]
+    while stack:
+        for value in stack[-1]:
+            if isinstance(value, list):
+                if len(stack) > 8:
+                    raise BadRequest(422, "tensor data nests deeper than its shape")
+                stack.append(iter(value))
+                break
+            out.append(value)
+            if len(out) > limit:
+                raise BadRequest(413, f"tensor holds more than {limit} values")
+        else:
+            stack.pop()
+    return out
+
+
+def _v2_tensor(i: int, tensor: object, limit: int) -> tuple[str, np.ndarray]:
+    """One request tensor as a numpy array of its shape, or BadRequest naming what is wrong."""
+    if not isinstance(tensor, dict):
+        raise BadRequest(422, f"inputs[{i}] must be an object with name, shape, datatype and data")
+    name, shape, datatype, data = (tensor.get(k) for k in ("name", "shape", "datatype", "data"))
+    if not isinstance(name, str):
+        raise BadRequest(422, f"inputs[{i}].name must be a string")
+    if not isinstance(shape, list) or not shape or not all(type(d) is int and d >= 0 for d in shape):
+        raise BadRequest(422, f"input {name!r}: shape must be a list of non-negative integers")
+    if datatype != "BYTES" and datatype not in _V2_NUMBER_TYPES:
+        raise BadRequest(422, f"input {name!r}: datatype {datatype!r} is not a number type or BYTES")
+    if not isinstance(data, list):
+        raise BadRequest(422, f"input {name!r}: data must be a list")
+    values = _flat(data, limit)
+    size = int(np.prod(shape))
+    if len(values) != size:
+        raise BadRequest(422, f"input {name!r}: {len(values)} values do not fill shape {shape}")
+    if datatype == "BYTES":
+        if not all(type(v) is str for v in values):
+            raise BadRequest(422, f"input {name!r}: BYTES data must be strings")
+        return name, np.asarray(values, dtype=object).reshape(shape)
+    if not all(type(v) in _NUMBER for v in values):
+        raise BadRequest(422, f"input {name!r}: {datatype} data must be numbers")
+    return name, np.asarray(values, dtype=np.float64).reshape(shape)
+
+
+def v2_tensor(name: str, array: np.ndarray) -> dict:
+    if array.dtype == object or array.dtype.kind in "US":
+        return {"name": name, "shape": list(array.shape), "datatype": "BYTES", "data": [str(v) for v in array.ravel()]}
+    datatype = _V2_TYPE_OF.get(array.dtype, "FP64" if array.dtype.kind == "f" else "INT64")
+    return {"name": name, "shape": list(array.shape), "datatype": datatype, "data": array.ravel()}
+
+
 class Predictor:
     """The model, loaded once per worker process and warmed before the server answers health checks.
 
@@ -119,6 +185,10 @@ class Predictor:
             payload = orjson.loads(body)
         except orjson.JSONDecodeError:
             raise BadRequest(400, "body is not valid JSON") from None
+        return self.parse_instances(payload)
+
+    def parse_instances(self, payload: object) -> np.ndarray | dict[str, np.ndarray]:
+        """`parse` for a request already decoded from JSON (frameworks that decode it themselves)."""
         if not isinstance(payload, dict) or "instances" not in payload:
             raise BadRequest(400, 'expected a JSON object {"instances": [...]}')
         rows = payload["instances"]
@@ -162,16 +232,110 @@ class Predictor:
 
     @staticmethod
     def _floats(rows: list) -> np.ndarray:
-        X = np.asarray(rows, dtype=np.float32)
+        with np.errstate(over="ignore"):  # a value beyond float32 becomes inf, refused below
+            X = np.asarray(rows, dtype=np.float32)
         if not np.isfinite(X).all():
-            raise BadRequest(422, "instances must be finite numbers within float32 range")
+            raise BadRequest(422, "values must be finite numbers within float32 range")
         return X
 
-    def predict(self, X: np.ndarray | dict[str, np.ndarray]) -> bytes:
+    def run(self, X: np.ndarray | dict[str, np.ndarray]) -> list[np.ndarray]:
+        """The graph's answer: [labels, probabilities] for a classifier, [values] for a regressor."""
         outputs = self.session.run(None, {self.input_name: X} if isinstance(X, np.ndarray) else X)
+        return [outputs[0].ravel()] if self.regressor else [outputs[0].ravel(), outputs[1]]
+
+    def predict(self, X: np.ndarray | dict[str, np.ndarray]) -> bytes:
+        outputs = self.run(X)
         if self.regressor:
-            return orjson.dumps({"predictions": outputs[0].ravel()}, option=orjson.OPT_SERIALIZE_NUMPY)
+            return orjson.dumps({"predictions": outputs[0]}, option=orjson.OPT_SERIALIZE_NUMPY)
         labels, proba = outputs[0], outputs[1]
         if labels.dtype == object:  # string class labels: orjson writes numeric arrays only
             labels = labels.tolist()
         return orjson.dumps({"predictions": labels, "probabilities": proba}, option=orjson.OPT_SERIALIZE_NUMPY)
+
+    def parse_v2(self, body: bytes) -> np.ndarray | dict[str, np.ndarray]:
+        """A v2 inference request's tensors as the graph's feeds, or BadRequest saying what is wrong."""
+        self.check_length(len(body))
+        try:
+            payload = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            raise BadRequest(400, "body is not valid JSON") from None
+        if not isinstance(payload, dict) or "inputs" not in payload:
+            raise BadRequest(400, 'expected a JSON object {"inputs": [tensor, ...]}')
+        return self.feed_from_v2(payload["inputs"])
+
+    def feed_from_v2(self, inputs: object) -> np.ndarray | dict[str, np.ndarray]:
+        """A v2 request's "inputs" (tensors as {name, shape, datatype, data}) as the graph's feeds."""
+        if not isinstance(inputs, list) or not inputs:
+            raise BadRequest(422, "'inputs' must be a non-empty list of tensors")
+        limit = MAX_BATCH_ROWS * self.n_features
+        tensors: dict[str, np.ndarray] = {}
+        for i, t in enumerate(inputs):
+            name, tensor = _v2_tensor(i, t, limit)
+            if name in tensors:
+                raise BadRequest(422, f"input {name!r} is given twice")
+            tensors[name] = tensor
+        return self.feed_from_tensors(tensors)
+
+    def feed_from_tensors(self, tensors: dict[str, np.ndarray]) -> np.ndarray | dict[str, np.ndarray]:
+        """Input tensors (by name, batch first) as the graph's feeds, checked against the model's inputs:
+        "input" [B, n] for positional columns, one [B, 1] or [B] tensor per column for named ones."""
+        expected = {c["name"] for c in self.columns} if self.named else {"input"}
+        if set(tensors) != expected:
+            missing, extra = sorted(expected - set(tensors)), sorted(set(tensors) - expected)
+            raise BadRequest(
+                422,
+                f"inputs must be {sorted(expected)}"
+                + (f"; missing {missing}" if missing else "")
+                + (f"; unknown {extra}" if extra else ""),
+            )
+        if self.named:
+            columns = [self._v2_column(c, tensors[c["name"]], j) for j, c in enumerate(self.columns)]
+            rows = {len(c) for c in columns}
+            if len(rows) != 1:
+                raise BadRequest(422, f"column tensors disagree on the number of rows: {sorted(rows)}")
+        else:
+            X = tensors["input"]
+            if X.dtype == object:
+                raise BadRequest(422, "input 'input' must be numbers, not BYTES")
+            if X.ndim != 2 or X.shape[1] != self.n_features:
+                raise BadRequest(
+                    422, f"input 'input' must be numbers of shape [rows, {self.n_features}], not {list(X.shape)}"
+                )
+            columns = list(X.T)
+        n_rows = len(columns[0])
+        if not 1 <= n_rows <= MAX_BATCH_ROWS:
+            raise BadRequest(413 if n_rows else 422, f"a request must carry 1 to {MAX_BATCH_ROWS} rows, not {n_rows}")
+        if self.matrix_only:
+            return self._floats(np.stack(columns, axis=1))
+        feed = {}
+        for f in self.feeds:
+            part = np.stack([columns[c] for c in f["columns"]], axis=1)
+            feed[f["name"]] = part.astype(object) if f["type"] == "string" else self._floats(part)
+        return feed
+
+    def _v2_column(self, column: dict, tensor: np.ndarray, j: int) -> np.ndarray:
+        if tensor.ndim == 2 and tensor.shape[1] == 1:
+            tensor = tensor[:, 0]
+        if tensor.ndim != 1:
+            raise BadRequest(422, f"input {column['name']!r} must have shape [rows, 1], not {list(tensor.shape)}")
+        if (tensor.dtype == object) != (j in self.strings):
+            kind = "BYTES (strings)" if j in self.strings else "numbers"
+            raise BadRequest(422, f"input {column['name']!r} must be {kind}")
+        return tensor
+
+    def answer_v2(self, outputs: list[np.ndarray], request_id: str | None = None) -> bytes:
+        """The v2 response body for `run`'s outputs."""
+        body = {
+            "model_name": V2_MODEL_NAME,
+            "id": request_id or "",
+            "outputs": [v2_tensor(name, array) for name, array in zip(V2_OUTPUTS, outputs, strict=False)],
+        }
+        return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
+
+    def output_spec(self) -> list[tuple[str, np.dtype, tuple[int, ...]]]:
+        """Name, dtype and per-row shape of each output, for frameworks that declare them (Triton)."""
+        sample = self.run(self.parse(orjson.dumps({"instances": self.meta["samples"]["inputs"][:1]})))
+        return [
+            (name, np.asarray(a).dtype, tuple(np.asarray(a).shape[1:]) or (1,))
+            for name, a in zip(V2_OUTPUTS, sample, strict=False)
+        ]

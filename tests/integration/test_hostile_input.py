@@ -18,6 +18,7 @@ import socket
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -239,6 +240,18 @@ bodies = st.one_of(
 
 
 @dataclass(frozen=True)
+class Target:
+    """A started server and where it takes predictions (its protocol's path: TorchServe's is its own)."""
+
+    server: ServerHandle
+    name: str  # the framework's
+    path: str
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.server, name)
+
+
+@dataclass(frozen=True)
 class Answer:
     status: int
     content_type: str
@@ -254,17 +267,17 @@ class Answer:
 
 
 def post(
-    server: ServerHandle,
+    server: Target,
     body: bytes | Iterable[bytes],
     content_type: str | None = "application/json",
     length: int | None = None,
     timeout: float = 10.0,
 ) -> Answer:
-    """POST /predict. `body` as bytes goes with a Content-Length (`length` overrides it), an iterable chunked.
-    A server may answer before it read the whole body and stop reading: the answer is still read."""
+    """POST to the server's prediction path. `body` as bytes goes with a Content-Length (`length` overrides
+    it), an iterable chunked. A server may answer before it read the whole body and stop reading: the answer is still read."""
     conn = http.client.HTTPConnection(HOST, int(server.base_url.rsplit(":", 1)[1]), timeout=timeout)
     try:
-        conn.putrequest("POST", "/predict", skip_accept_encoding=True)
+        conn.putrequest("POST", server.path, skip_accept_encoding=True)
         if content_type is not None:
             conn.putheader("Content-Type", content_type)
         chunked = not isinstance(body, bytes)
@@ -289,11 +302,12 @@ def post(
         conn.close()
 
 
-def assert_answers_right(server: ServerHandle, meta: dict[str, Any], after: str) -> None:
+def assert_answers_right(server: Target, meta: dict[str, Any], after: str) -> None:
     assert server.exit_code() is None, f"server exited after {after}:\n{server.log_tail()}"
-    answer = post(server, contract.encode_request(meta["samples"]["inputs"]))
+    wire = manifest.get(server.name).wire
+    answer = post(server, wire.encode(meta["samples"]["inputs"]))
     assert answer.status == 200, (after, answer)
-    assert contract.compare_with_reference(json.loads(answer.body), meta) is None, after
+    assert contract.compare_with_reference(wire.to_contract(json.loads(answer.body)), meta) is None, after
 
 
 def group_rss_mb(server: ServerHandle) -> float:
@@ -309,7 +323,7 @@ def group_rss_mb(server: ServerHandle) -> float:
 # --- the parts --------------------------------------------------------------------------------------------
 
 
-def fuzzed_bodies(server: ServerHandle, limit: int) -> None:
+def fuzzed_bodies(server: Target, limit: int) -> None:
     """Every generated body gets the contract's status; every rejection is a JSON error."""
 
     @settings(
@@ -329,7 +343,7 @@ def fuzzed_bodies(server: ServerHandle, limit: int) -> None:
     probe()
 
 
-def body_limit(server: ServerHandle, meta: dict[str, Any], limit: int) -> None:
+def body_limit(server: Target, meta: dict[str, Any], limit: int) -> None:
     """The manifest's limit, exactly: at it a request is served, one byte over it is 413, whether the size
     is announced (Content-Length, also a huge one with no body following) or only streamed (chunked)."""
     valid = contract.encode_request(meta["samples"]["inputs"][:1])
@@ -344,15 +358,16 @@ def body_limit(server: ServerHandle, meta: dict[str, Any], limit: int) -> None:
         assert answer.status == 413 and "exceeds the limit" in answer.error(), (how, answer)
 
 
-def slow_clients(server: ServerHandle, meta: dict[str, Any], one_request_at_a_time: bool) -> dict[str, float]:
+def slow_clients(server: Target, meta: dict[str, Any], one_request_at_a_time: bool) -> dict[str, float]:
     """Clients that trickle their headers or body a byte at a time, or stall mid-body, then give up.
 
     A concurrent server answers others meanwhile. A server whose worker takes one connection at a time
     (gunicorn's sync worker) is held by them by design, until they give up; it must then recover at once."""
     port = int(server.base_url.rsplit(":", 1)[1])
     body = contract.encode_request(meta["samples"]["inputs"][:1])
-    head = b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(
-        body
+    head = b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % (
+        server.path.encode(),
+        len(body),
     )
     plans = [head + body, head + body, head + body[: len(body) // 2]]  # headers slowly, body slowly, a stall
     skip = [0, len(head), len(head) + len(body) // 2]  # sent at once: what comes before the slow part
@@ -416,7 +431,7 @@ class PeakRss:
         self._thread.join()
 
 
-def memory_stays_bounded(server: ServerHandle, meta: dict[str, Any], limit: int) -> dict[str, float]:
+def memory_stays_bounded(server: Target, meta: dict[str, Any], limit: int) -> dict[str, float]:
     """RSS of the whole process group, at its peak and after many big requests: oversized ones, announced
     and streamed (some 32 times the limit: a server must not buffer what it will refuse), and requests of a
     full batch near the limit, served."""
@@ -469,11 +484,12 @@ def one_request_at_a_time(server_manifest: Manifest) -> bool:
 # --- the tests ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.shipped_protocols("servebench-v1")
 @pytest.mark.default_tier_servers("fastapi", "cpp")  # an event-loop Python server and the native one; all with --full
 def test_server_survives_hostile_input(start_server, exports, shipped_server: str) -> None:
     server_manifest = manifest.get(shipped_server)
     limit, meta = server_manifest.max_body_bytes, exports["lr"].meta
-    server = start_server(shipped_server, "lr", 1)
+    server = Target(start_server(shipped_server, "lr", 1), shipped_server, server_manifest.wire.predict_path)
     addresses = listening_addresses(server)
     assert addresses and all(map(loopback, addresses)), sorted(map(str, addresses))
     fuzzed_bodies(server, limit)
@@ -500,3 +516,129 @@ def test_no_debug_mode(shipped_server: str, flag: str) -> None:
     assert flag not in " ".join([*server_manifest.start, *server_manifest.env, *server_manifest.env.values()])
     for source in server_manifest.folder.glob("*.py"):
         assert flag not in source.read_text(), source
+
+
+# --- the Open Inference Protocol (KServe v2) ------------------------------------------------------------------
+
+V2_ROW_WIDTH = N_FEATURES
+
+
+def v2_valid(body: bytes) -> bool:
+    """Whether `body` is a request the `lr` model must answer: one FP32 tensor "input" of shape [B, 30],
+    1 <= B <= 1024, its data B x 30 finite float32 numbers, flat (the protocol's row-major form)."""
+    try:
+        payload = strict_json(body)
+    except ValueError:
+        return False
+    if not isinstance(payload, dict) or not isinstance(payload.get("inputs"), list) or len(payload["inputs"]) != 1:
+        return False
+    tensor = payload["inputs"][0]
+    if not isinstance(tensor, dict) or tensor.get("name") != "input" or tensor.get("datatype") != "FP32":
+        return False
+    shape, data = tensor.get("shape"), tensor.get("data")
+    if not (isinstance(shape, list) and len(shape) == 2 and all(type(d) is int for d in shape)):
+        return False
+    if shape[1] != V2_ROW_WIDTH or not 1 <= shape[0] <= MAX_BATCH_ROWS or not isinstance(data, list):
+        return False
+    if len(data) != shape[0] * shape[1] or not all(type(v) in (int, float) for v in data):
+        return False
+    with np.errstate(over="ignore"):
+        return bool(np.isfinite(np.asarray(data, dtype=np.float32)).all())
+
+
+def v2_tensor(rows: int = 1, **fields: Any) -> dict[str, Any]:
+    return {
+        "name": "input",
+        "shape": [rows, V2_ROW_WIDTH],
+        "datatype": "FP32",
+        "data": [0.5] * rows * V2_ROW_WIDTH,
+    } | fields
+
+
+@st.composite
+def spoiled_v2_tensor(draw: st.DrawFn) -> dict[str, Any]:
+    """A valid tensor with one field replaced: a wrong name, shape, datatype, or data (wrong length, strings,
+    booleans, non-finite or out-of-range numbers, nesting), or the field left out."""
+    rows = draw(st.integers(1, 3))
+    tensor = v2_tensor(
+        rows, data=draw(st.lists(st.floats(-1e6, 1e6), min_size=rows * N_FEATURES, max_size=rows * N_FEATURES))
+    )
+    field = draw(st.sampled_from(["name", "shape", "datatype", "data", "drop"]))
+    if field == "drop":
+        del tensor[draw(st.sampled_from(sorted(tensor)))]
+    elif field == "name":
+        tensor["name"] = draw(text.filter(lambda t: t != "input") | json_value.filter(lambda v: not isinstance(v, str)))
+    elif field == "shape":
+        tensor["shape"] = draw(
+            st.lists(st.integers(-3, 2000), max_size=3).filter(lambda s: s != [rows, N_FEATURES]) | json_value
+        )
+    elif field == "datatype":
+        tensor["datatype"] = draw(st.sampled_from(["BYTES", "FP8", "STRING", "", "float32"]) | json_value)
+    else:
+        data = tensor["data"]
+        kind = draw(st.sampled_from(["cell", "length", "not_a_list"]))
+        if kind == "cell":
+            data[draw(st.integers(0, len(data) - 1))] = draw(non_finite | scalar | st.lists(number, max_size=2))
+        elif kind == "length":
+            tensor["data"] = draw(st.lists(number, max_size=3 * N_FEATURES).filter(lambda d: len(d) != len(data)))
+        else:
+            tensor["data"] = draw(json_value.filter(lambda v: not isinstance(v, list)))
+    return tensor
+
+
+v2_bodies = st.one_of(
+    st.lists(st.floats(-1e6, 1e6), min_size=N_FEATURES, max_size=N_FEATURES).map(
+        lambda row: dumps({"inputs": [v2_tensor(data=row)]})
+    ),
+    spoiled_v2_tensor().map(lambda t: dumps({"inputs": [t]})),
+    st.lists(spoiled_v2_tensor() | st.just(v2_tensor()), min_size=2, max_size=3).map(lambda ts: dumps({"inputs": ts})),
+    json_value.map(lambda v: dumps({"inputs": v})),
+    json_value.map(dumps),
+    st.sampled_from([MAX_BATCH_ROWS, MAX_BATCH_ROWS + 1, 5000]).map(lambda n: dumps({"inputs": [v2_tensor(n)]})),
+    damaged_body(),
+    st.binary(max_size=64),
+    nested_body,
+)
+
+
+@pytest.mark.shipped_protocols("open-inference-v2")
+@pytest.mark.default_tier_servers("kserve")  # one v2 server by default; Triton and MLServer with --full
+def test_v2_server_survives_hostile_input(start_server, exports, shipped_server: str) -> None:
+    """Each body gets 200 and the right answer when it is a valid request of the protocol, else a 4xx (each
+    framework words its errors its own way, so only the status class is held), and never a traceback; the
+    server stays up and right."""
+    meta = exports["lr"].meta
+    server_manifest = manifest.get(shipped_server)
+    server = Target(start_server(shipped_server, "lr", 1), shipped_server, server_manifest.wire.predict_path)
+    addresses = listening_addresses(server)
+    assert addresses and all(map(loopback, addresses)), sorted(map(str, addresses))
+    seen: Counter[int] = Counter()
+
+    @settings(
+        max_examples=EXAMPLES,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example],
+    )
+    @given(body=v2_bodies)
+    def probe(body: bytes) -> None:
+        answer = post(server, body)
+        seen[answer.status] += 1
+        assert "Traceback" not in answer.body.decode(errors="replace"), answer.body[:500]
+        if v2_valid(body):
+            assert answer.status == 200, (body[:200], answer)
+            assert (
+                contract.check_answer(
+                    server_manifest.wire.to_contract(json.loads(answer.body)),
+                    len(json.loads(body)["inputs"][0]["data"]) // N_FEATURES,
+                    meta["classes"],
+                )
+                is None
+            )
+        else:
+            assert 400 <= answer.status < 500, (body[:200], answer)
+
+    probe()
+    assert_answers_right(server, meta, "fuzzed v2 bodies")
+    print(f"{shipped_server}: statuses {dict(seen)}")

@@ -1,9 +1,10 @@
 from pathlib import Path
+from typing import get_args
 
 import pytest
 
 from servebench.servers import build, manifest
-from servebench.servers.manifest import ManifestError
+from servebench.servers.manifest import ManifestError, Protocol
 
 REPO = Path(__file__).resolve().parents[2]
 VALID = """
@@ -26,7 +27,7 @@ def write_server(root: Path, name: str, text: str, requirements: bool = True) ->
 
 def test_shipped_manifests_are_valid(shipped_server: str) -> None:
     loaded = manifest.load(REPO / "servers" / shipped_server)
-    assert loaded.name == shipped_server and loaded.protocol in ("servebench-v1", "tfserving-rest")
+    assert loaded.name == shipped_server and loaded.protocol in get_args(Protocol)
     assert any("{workers}" in part for part in loaded.start) and any("{port}" in part for part in loaded.start)
 
 

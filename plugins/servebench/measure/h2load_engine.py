@@ -41,7 +41,7 @@ from hdrh.histogram import HdrHistogram
 from servebench.base import teardown
 from servebench.measure import latency, loadgen
 from servebench.measure.loadgen import LoadgenError, LoadResult, LoadSpec
-from servebench.servers.contract import RequestGenerator, wire
+from servebench.servers.contract import RequestGenerator
 
 H2LOAD = "h2load"
 BODY_STREAMS = 4  # h2load processes, each with its own request body (and its share of the connections)
@@ -68,7 +68,7 @@ def run(spec: LoadSpec, out_dir: Path, on_started: Callable[[int], None]) -> Loa
     if why := available():
         raise LoadgenError(why)
     meta = json.loads(Path(spec.meta_path).read_text())
-    path = spec.probe_path or wire(spec.protocol, spec.model_name).predict_path  # a probe is a GET, no body
+    path = spec.probe_path or spec.wire.predict_path  # a probe is a GET, no body
     url = spec.host.rstrip("/") + path
     count = streams(spec.users)
     started = time.time()
@@ -78,7 +78,7 @@ def run(spec: LoadSpec, out_dir: Path, on_started: Callable[[int], None]) -> Loa
     commands = []
     for stream in range(count):
         body = out_dir / f"h2load-body-{stream}.json"
-        body.write_bytes(RequestGenerator(meta, stream=stream, batch=spec.batch).bodies(1)[0])
+        body.write_bytes(RequestGenerator(meta, stream, spec.batch, spec.wire).bodies(1)[0])
         connections = spec.users // count + (1 if stream < spec.users % count else 0)
         data = [] if spec.probe_path else ["-d", str(body), "-H", "Content-Type: application/json"]
         commands.append(

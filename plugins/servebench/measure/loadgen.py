@@ -11,13 +11,15 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
 from servebench.measure import latency
+from servebench.servers import contract
+from servebench.servers.contract import Wire
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +40,7 @@ class LoadSpec:
     warmup_s: float
     request_timeout_s: float = 10.0
     batch: int = 1  # rows per request
-    protocol: str = "servebench-v1"  # the server's (contract.wire)
-    model_name: str = "model"
+    wire: Wire = field(default_factory=contract.wire)  # the server's protocol
     mode: str = "closed"  # "closed" | "open"
     rate: float | None = None  # open loop: target requests per second, over all processes
     arrival: str = "poisson"  # open loop: "poisson" | "constant"

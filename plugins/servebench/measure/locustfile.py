@@ -41,7 +41,7 @@ from locust.runners import MasterRunner, WorkerRunner
 
 from servebench.measure import latency
 from servebench.results.environment import describe, machine
-from servebench.servers.contract import RequestGenerator, Wire, check_answer, wire
+from servebench.servers.contract import RequestGenerator, Wire, check_answer
 
 BODIES_PER_USER = 128
 PROGRESS_EVERY_S = 5.0
@@ -60,7 +60,7 @@ class Settings:
         self.config = config
         self.meta: dict[str, Any] = config["meta"]
         self.batch = int(config["batch"])
-        self.wire: Wire = wire(config["protocol"], config["model_name"])
+        self.wire = Wire(**{**config["wire"], "output_names": tuple(config["wire"]["output_names"])})
         share = max(1, config["load_processes"])  # each process of the test takes an equal share of the rate
         self.schedule = (
             Schedule(config["rate"] / share, config["arrival"], seed=random.getrandbits(32))
@@ -371,8 +371,8 @@ class _PredictUser(FastHttpUser):
     wait_time = constant(0)
 
     def on_start(self) -> None:
-        meta = settings().meta
-        self.bodies = RequestGenerator(meta, stream=next(_streams), batch=settings().batch).bodies(BODIES_PER_USER)
+        setup = settings()
+        self.bodies = RequestGenerator(setup.meta, next(_streams), setup.batch, setup.wire).bodies(BODIES_PER_USER)
         self.sent = 0
 
     def send(self, context: dict[str, Any]) -> None:

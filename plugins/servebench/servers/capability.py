@@ -18,14 +18,20 @@ def unsupported(server: Manifest, meta: dict[str, Any], batch: int = 1) -> str |
         return f"{server.name} serves the {fmt} format, which model {meta['name']} has not: {why}"
     if meta["task"] not in serves.tasks:
         return f"{server.name} serves {'/'.join(serves.tasks)} models; {meta['name']} is a {meta['task']}"
-    types = sorted({c["type"] for c in meta["inputs"]["columns"]} - set(serves.column_types))
+    types = sorted(types_of(meta) - set(serves.column_types))
     if types:
         return f"{server.name} parses {'/'.join(serves.column_types)} columns; {meta['name']} has {'/'.join(types)} columns"
     if meta["inputs"]["named"] and not serves.named_columns:
         return f"{server.name} takes rows as lists; {meta['name']} takes named columns"
+    if server.protocol == "open-inference-v2" and not meta["inputs"]["named"] and "string" in types_of(meta):
+        return f"{server.name} takes positional rows as one FP32 tensor; {meta['name']} has unnamed string columns"
     if batch > serves.max_batch_rows:
         return f"{server.name} takes at most {serves.max_batch_rows} rows per request, not {batch}"
     return None
+
+
+def types_of(meta: dict[str, Any]) -> set[str]:
+    return {c["type"] for c in meta["inputs"]["columns"]}
 
 
 def matrix(servers: list[Manifest]) -> list[dict[str, str]]:

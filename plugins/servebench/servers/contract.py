@@ -6,8 +6,13 @@
     GET  /health   -> 200 once the model is loaded
 
 A server may speak another protocol (its manifest's `protocol`) when a `Wire` maps it onto this one:
-TF Serving's REST API takes the same `instances` at /v1/models/<name>:predict and answers
-{"predictions": [{"label": ..., "probabilities": [...]}, ...]} for a signature with those two outputs.
+- `tfserving-rest`: TF Serving's REST API takes the same `instances` at /v1/models/<name>:predict and answers
+  {"predictions": [{"label": ..., "probabilities": [...]}, ...]} for a signature with those two outputs.
+- `open-inference-v2`: the Open Inference Protocol (KServe v2; Triton, MLServer, KServe) at
+  /v2/models/<name>/infer. Positional rows travel as one FP32 tensor "input" of shape [B, n]; named rows as one
+  tensor per column, shape [B, 1], FP32 or BYTES (with parameters.content_type "pd", which MLServer reads as a
+  table). The request names the outputs it wants (the manifest's `output_names`: labels or a regressor's values,
+  then probabilities); the answer's tensors of those names are read back as the contract's two lists.
 
 Kept free of heavy imports: the Locust process imports it.
 """
@@ -16,7 +21,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,18 +31,34 @@ from servebench.models.schema import RowSource, Schema
 
 PROTOCOL = "servebench-v1"
 PREDICT_PATH = "/predict"
+V2 = "open-inference-v2"
+V2_OUTPUTS = ("predictions", "probabilities")
 
 
 @dataclass(frozen=True)
 class Wire:
-    """Where a protocol takes prediction requests, and how its answers read as the contract's."""
+    """Where a protocol takes prediction requests, how rows are encoded for it, and how its answers read as
+    the contract's."""
 
     protocol: str
     predict_path: str
+    output_names: tuple[str, ...] = V2_OUTPUTS  # open-inference-v2: labels (or values), then probabilities
+
+    def encode(self, instances: Sequence[Any], classifier: bool = True) -> bytes:
+        """Rows (lists of values, or {column: value} objects) as a request body of this protocol."""
+        if self.protocol != V2:
+            return encode_request(instances)
+        wanted = self.output_names if classifier else self.output_names[:1]
+        body: dict[str, Any] = {"inputs": _v2_tensors(instances), "outputs": [{"name": n} for n in wanted]}
+        if instances and isinstance(instances[0], dict):
+            body["parameters"] = {"content_type": "pd"}
+        return json.dumps(body).encode()
 
     def to_contract(self, payload: Any) -> Any:
-        """The answer in the contract's shape; an answer that does not fit is returned as it came, for
-        `check_answer` to say what is wrong with it."""
+        """The answer in the contract's shape; an answer that does not fit is returned as it came (or with the
+        parts that could be read), for `check_answer` to say what is wrong with it."""
+        if self.protocol == V2:
+            return _v2_answer(payload, self.output_names)
         if self.protocol != "tfserving-rest" or not isinstance(payload, dict):
             return payload
         rows = payload.get("predictions")
@@ -46,21 +67,76 @@ class Wire:
         return {"predictions": [r.get("label") for r in rows], "probabilities": [r.get("probabilities") for r in rows]}
 
 
-def wire(protocol: str = PROTOCOL, model_name: str = "model") -> Wire:
-    if protocol == PROTOCOL:
-        return Wire(protocol, PREDICT_PATH)
-    if protocol == "tfserving-rest":
-        return Wire(protocol, f"/v1/models/{model_name}:predict")
-    raise ValueError(f"unknown protocol {protocol!r}")
+def wire(
+    protocol: str = PROTOCOL,
+    model_name: str = "model",
+    output_names: Sequence[str] = V2_OUTPUTS,
+    predict_path: str | None = None,
+) -> Wire:
+    """The wire of a protocol; `predict_path` overrides where its predictions are posted (e.g. TorchServe's
+    /predictions/<model> for the contract's own bodies)."""
+    paths = {
+        PROTOCOL: PREDICT_PATH,
+        "tfserving-rest": f"/v1/models/{model_name}:predict",
+        V2: f"/v2/models/{model_name}/infer",
+    }
+    if protocol not in paths:
+        raise ValueError(f"unknown protocol {protocol!r}")
+    return Wire(protocol, predict_path or paths[protocol], tuple(output_names))
+
+
+def _v2_tensors(instances: Sequence[Any]) -> list[dict[str, Any]]:
+    n = len(instances)
+    if instances and isinstance(instances[0], dict):
+        return [
+            {
+                "name": column,
+                "shape": [n, 1],
+                "datatype": "BYTES" if isinstance(value, str) else "FP32",
+                "data": [row[column] for row in instances],
+            }
+            for column, value in instances[0].items()
+        ]
+    width = len(instances[0]) if instances else 0
+    return [{"name": "input", "shape": [n, width], "datatype": "FP32", "data": [v for row in instances for v in row]}]
+
+
+def _v2_answer(payload: Any, output_names: Sequence[str]) -> Any:
+    """A v2 answer's labels (or values) and probabilities tensors as the contract's lists; what is missing or
+    malformed stays missing, for `check_answer` to name."""
+    if not isinstance(payload, dict) or not isinstance(payload.get("outputs"), list):
+        return payload
+    tensors = {t.get("name"): t for t in payload["outputs"] if isinstance(t, dict)}
+    answer: dict[str, Any] = {}
+    labels = tensors.get(output_names[0])
+    probabilities = tensors.get(output_names[1]) if len(output_names) > 1 else None
+    if labels is not None and isinstance(labels.get("data"), list):
+        answer["predictions"] = list(_flatten(labels["data"]))
+    if probabilities is not None and isinstance(probabilities.get("data"), list):
+        shape, data = probabilities.get("shape"), list(_flatten(probabilities["data"]))
+        width = shape[-1] if isinstance(shape, list) and shape and isinstance(shape[-1], int) and shape[-1] > 0 else 0
+        if width and len(data) % width == 0:
+            answer["probabilities"] = [data[i : i + width] for i in range(0, len(data), width)]
+    return answer
+
+
+def _flatten(data: list[Any]) -> Iterator[Any]:
+    for value in data:
+        if isinstance(value, list):
+            yield from _flatten(value)
+        else:
+            yield value
 
 
 class RequestGenerator:
     """Request bodies of `batch` rows each, from the model's rows (schema.RowSource): replayed from its payload
     sample or generated, seeded; stream k gives every user (or h2load process) its own sequence."""
 
-    def __init__(self, meta: dict[str, Any], stream: int = 0, batch: int = 1) -> None:
+    def __init__(self, meta: dict[str, Any], stream: int = 0, batch: int = 1, on: Wire | None = None) -> None:
         self._rows = RowSource(Schema.from_dict(meta["inputs"]), meta["generator"], stream)
         self._batch = batch
+        self._wire = on or wire()
+        self._classifier = bool(meta.get("classes"))
 
     def instances(self) -> list[Any]:
         return self._rows.take(self._batch)
@@ -69,7 +145,9 @@ class RequestGenerator:
         """Pre-encoded request bodies, so the load generator spends its CPU on sending, not on JSON; their rows
         taken in one go."""
         rows = self._rows.take(count * self._batch)
-        return [encode_request(rows[i : i + self._batch]) for i in range(0, len(rows), self._batch)]
+        return [
+            self._wire.encode(rows[i : i + self._batch], self._classifier) for i in range(0, len(rows), self._batch)
+        ]
 
 
 def encode_request(instances: Sequence[Any]) -> bytes:

@@ -21,6 +21,7 @@ from pydantic import (
 )
 
 from servebench.base import paths
+from servebench.servers import contract
 
 MANIFEST_FILE = "manifest.toml"
 # Placeholders a manifest may use in `start`, `build`, `prepare` and `env`; the harness fills them in.
@@ -44,8 +45,9 @@ PLACEHOLDERS = frozenset(
 # What each model format resolves `{model_path}` to: a key of the export's files (see models.py).
 ModelFormat = Literal["joblib", "onnx", "weights"]
 Backend = Literal["local", "docker"]
-# How the harness talks to a server: servebench's own contract (contract.py) or TF Serving's REST API.
-Protocol = Literal["servebench-v1", "tfserving-rest"]
+# How the harness talks to a server (contract.py): servebench's own contract, TF Serving's REST API, or the
+# Open Inference Protocol (KServe v2) of Triton, MLServer and KServe.
+Protocol = Literal["servebench-v1", "tfserving-rest", "open-inference-v2"]
 
 
 class ManifestError(ValueError):
@@ -105,7 +107,18 @@ class Manifest(BaseModel):
     description: str = ""
     model_format: ModelFormat
     protocol: Protocol = "servebench-v1"
-    model_name: str = Field(default="model", description="tfserving-rest: the served model's name in its URLs.")
+    model_name: str = Field(
+        default="model", description="tfserving-rest, open-inference-v2: the served model's name in its URLs."
+    )
+    predict_path: str | None = Field(
+        default=None, pattern=r"^/", description="Where predictions are posted, if not the protocol's own path."
+    )
+    output_names: list[str] = Field(
+        default=["predictions", "probabilities"],
+        min_length=2,
+        max_length=2,
+        description="open-inference-v2: the outputs asked for: labels (a regressor's values), then probabilities.",
+    )
     backends: list[Backend] = Field(
         default=["local", "docker"], min_length=1, description="Runner backends it runs on."
     )
@@ -158,6 +171,10 @@ class Manifest(BaseModel):
     def _env_placeholders(cls, value: dict[str, str]) -> dict[str, str]:
         _check_placeholders(list(value.values()))
         return value
+
+    @property
+    def wire(self) -> contract.Wire:
+        return contract.wire(self.protocol, self.model_name, self.output_names, self.predict_path)
 
     @property
     def requirements_path(self) -> Path | None:

@@ -74,7 +74,7 @@ def check(base_url: str, meta: dict[str, Any], wire: contract.Wire | None = None
         ("a single sample input", slice(0, 1)),
         (f"a batch of {len(inputs)} sample inputs", slice(None)),
     ):
-        status, payload = request(base_url, "POST", wire.predict_path, contract.encode_request(inputs[rows]))
+        status, payload = request(base_url, "POST", wire.predict_path, wire.encode(inputs[rows], bool(meta["classes"])))
         diff, problem = _compare(status, wire.to_contract(payload), meta, rows)
         checks.append(ParityCheck(name, status, diff, problem))
         if problem is None and first_correct_at is None:

@@ -6,7 +6,7 @@ import time
 from typing import Any
 
 from servebench.base.httpclient import request
-from servebench.servers import contract, parity
+from servebench.servers import parity
 from servebench.servers.manifest import Manifest
 from servebench.servers.runner.base import ServerFailed, ServerHandle
 
@@ -38,15 +38,35 @@ class ParityFailed(ServerFailed):
         self.report = report
 
 
+# Answers of a server that is up but still loading its model (TorchServe answers /ping ~18 s before it can
+# predict; KServe and Triton answer 503 until the model is ready): readiness waits through them.
+NOT_READY = frozenset({404, 500, 502, 503, 504})
+
+
 def wait_ready(server: ServerHandle, manifest: Manifest, meta: dict[str, Any]) -> tuple[float, parity.ParityReport]:
     """Seconds from the start command to the first correct prediction (the cold start), and the parity report.
 
-    Raises ServerFailed when the server exits or stays unhealthy past its manifest's start timeout, and
-    ParityFailed when it answers the sample inputs (one alone, then all as a batch) differently from the
-    reference model.
+    Ready means a real prediction succeeded, not a ping: after the health path answers, the sample inputs are
+    sent until an answer comes that is not "still loading" (NOT_READY). Raises ServerFailed when the server
+    exits, or stays unhealthy or loading past its manifest's start timeout, and ParityFailed when it answers
+    the sample inputs (one alone, then all as a batch) differently from the reference model.
     """
     wait_healthy(server, manifest.health_path, manifest.start_timeout_s)
-    report = parity.check(server.base_url, meta, contract.wire(manifest.protocol, manifest.model_name))
+    deadline = server.started_at + manifest.start_timeout_s
+    while True:
+        try:
+            report = parity.check(server.base_url, meta, manifest.wire)
+        except OSError as exc:  # the server closed the connection mid-load: still starting, or dying
+            report = None
+            problem = f"{type(exc).__name__}: {exc}"
+        if report is not None and (report.checks[0].status not in NOT_READY or time.monotonic() > deadline):
+            break
+        code = server.exit_code()
+        if code is not None:
+            raise ServerFailed(f"server exited with code {code} before its first prediction", server.log_tail())
+        if time.monotonic() > deadline:
+            raise ServerFailed(f"no prediction after {manifest.start_timeout_s:.0f}s: {problem}", server.log_tail())
+        time.sleep(0.2)
     if not report.passed or report.first_correct_at is None:
         raise ParityFailed(report, server.log_tail())
     return report.first_correct_at - server.started_at, report
