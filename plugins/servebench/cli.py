@@ -400,19 +400,25 @@ def _serve(args: argparse.Namespace) -> int:
     except ServerFailed as exc:
         print(f"servebench: {exc}", file=sys.stderr)
         return 1
-    stop = {"now": False}
+    stop = {"now": False, "ready": False}
+
+    def on_signal(*_: object) -> None:
+        stop["now"] = True
+        if not stop["ready"]:  # still waiting for the server: leave the wait at once
+            raise KeyboardInterrupt
+
     # Installed explicitly: a process started in the background inherits SIGINT ignored, and then
     # Python never raises KeyboardInterrupt, so Ctrl-C (or kill -INT) would leave the server running.
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.update(now=True))
+        signal.signal(sig, on_signal)
     try:
         wait_ready(server, server_manifest, model.meta)
+        stop["ready"] = True
+        wire = server_manifest.wire
+        body = wire.encode(model.meta["samples"]["inputs"][:1], bool(model.meta["classes"])).decode()
         print(f"{args.framework} serving {args.model} with {args.workers} worker(s) at {server.base_url}")
         print(f"  curl -s {server.base_url}{server_manifest.health_path}")
-        print(
-            f"  curl -s -X POST {server.base_url}/predict -H 'Content-Type: application/json' "
-            f"-d '{json.dumps({'instances': model.meta['samples']['inputs'][:1]})}'"
-        )
+        print(f"  curl -s -X POST {server.base_url}{wire.predict_path} -H 'Content-Type: application/json' -d '{body}'")
         print(f"log: {log_path}   (Ctrl-C to stop)", flush=True)
         while not stop["now"] and server.exit_code() is None:
             time.sleep(0.5)
@@ -422,6 +428,9 @@ def _serve(args: argparse.Namespace) -> int:
     except ServerFailed as exc:
         print(f"servebench: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("servebench: interrupted before the server was ready", file=sys.stderr)
+        return 130
     finally:
         report = server.stop()
         print(f"stopped (exit code {report.exit_code}, {'graceful' if report.graceful else 'killed'})")

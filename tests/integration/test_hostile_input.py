@@ -34,6 +34,8 @@ from servebench.servers.manifest import Manifest
 from servebench.servers.runner.base import HOST, ServerHandle
 from servebench.servers.runner.local import group_members
 
+from .conftest import FRONTEND_OWNED, V2_UPSTREAM_500
+
 N_FEATURES = 30  # the `lr` model's
 MAX_BATCH_ROWS = 1024  # servers/_common/servebench_model.py, cpp/src/contract.h
 MAX_DEPTH = 1024  # orjson's nesting limit, and so cpp/src/contract.cpp's
@@ -48,6 +50,7 @@ MEMORY_NOT_BOUNDED = {
     "ray-serve": "Ray Serve's HTTP proxy takes in a body and forwards it to the replica before the replica can "
     "refuse it; proxy and replica each grew ~75 MB over 150 chunked 1.5 MiB requests, still growing",
 }
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data; boundary=x")
 CONTENT_TYPES = [
     "application/json",
     "text/plain",
@@ -336,8 +339,11 @@ def fuzzed_bodies(server: Target, limit: int) -> None:
     @given(body=bodies, content_type=st.sampled_from(CONTENT_TYPES))
     def probe(body: bytes, content_type: str | None) -> None:
         answer = post(server, body, content_type)
+        if server.name in FRONTEND_OWNED and content_type in FORM_TYPES:
+            assert answer.status in (expected_status(body, limit), 400), (body[:200], content_type, answer)
+            return
         assert answer.status == expected_status(body, limit), (body[:200], content_type, answer)
-        if answer.status != 200:
+        if answer.status != 200 and not (server.name in FRONTEND_OWNED and answer.status == 413):
             answer.error()
 
     probe()
@@ -355,7 +361,8 @@ def body_limit(server: Target, meta: dict[str, Any], limit: int) -> None:
         ("chunked", post(server, (over[i : i + 65536] for i in range(0, len(over), 65536)))),
         ("announced only", post(server, b"", length=10**12, timeout=5)),
     ):
-        assert answer.status == 413 and "exceeds the limit" in answer.error(), (how, answer)
+        worded = server.name in FRONTEND_OWNED or "exceeds the limit" in answer.error()
+        assert answer.status == 413 and worded, (how, answer)
 
 
 def slow_clients(server: Target, meta: dict[str, Any], one_request_at_a_time: bool) -> dict[str, float]:
@@ -626,19 +633,19 @@ def test_v2_server_survives_hostile_input(start_server, exports, shipped_server:
         answer = post(server, body)
         seen[answer.status] += 1
         assert "Traceback" not in answer.body.decode(errors="replace"), answer.body[:500]
-        if v2_valid(body):
+        if v2_valid(body):  # labels for each row (the body asks for no outputs: some servers then send labels only)
             assert answer.status == 200, (body[:200], answer)
-            assert (
-                contract.check_answer(
-                    server_manifest.wire.to_contract(json.loads(answer.body)),
-                    len(json.loads(body)["inputs"][0]["data"]) // N_FEATURES,
-                    meta["classes"],
-                )
-                is None
-            )
+            labels = server_manifest.wire.to_contract(json.loads(answer.body)).get("predictions")
+            assert isinstance(labels, list) and len(labels) == len(json.loads(body)["inputs"][0]["data"]) // N_FEATURES
+            assert set(labels) <= set(meta["classes"]), labels
+        elif answer.status == 500 and shipped_server in V2_UPSTREAM_500:
+            upstream_500s.append(body[:80])
         else:
             assert 400 <= answer.status < 500, (body[:200], answer)
 
+    upstream_500s: list[bytes] = []
     probe()
+    if upstream_500s:
+        print(f"{shipped_server}: {len(upstream_500s)} bodies got 500 ({V2_UPSTREAM_500[shipped_server]})")
     assert_answers_right(server, meta, "fuzzed v2 bodies")
     print(f"{shipped_server}: statuses {dict(seen)}")

@@ -132,3 +132,17 @@ def test_the_celery_profile_adds_redis_and_a_worker_per_queue() -> None:
     env = services["airflow-scheduler"]["environment"]
     assert env["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"  # the single-machine default, unless the .env says
     assert env["AIRFLOW__CELERY__BROKER_URL"] == "redis://redis:6379/0"
+
+
+def test_an_owner_stays_alive_when_the_boot_time_reading_moves(monkeypatch: pytest.MonkeyPatch) -> None:
+    """/proc/stat's btime is the wall clock minus the uptime: a clock step moves it, and with it psutil's
+    create_time(). An owner mark compared by create_time then read a live harness as dead, and another run's
+    reap_orphans killed its server; the mark holds the start in clock ticks since boot instead."""
+    import psutil
+
+    from servebench.base import teardown
+
+    mark = teardown.owner_mark()[teardown.OWNER_ENV]
+    monkeypatch.setattr(psutil, "boot_time", lambda: 1.0)
+    assert teardown._alive(mark)
+    assert not teardown._alive(f"{os.getpid()}:1") and not teardown._alive("999999999:1")

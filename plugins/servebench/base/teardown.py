@@ -44,8 +44,18 @@ class Aborted(BaseException):
 
 def owner_mark() -> dict[str, str]:
     """The environment entry that marks a child process as started by this process."""
-    me = psutil.Process()
-    return {OWNER_ENV: f"{me.pid}:{me.create_time():.2f}"}
+    return {OWNER_ENV: f"{os.getpid()}:{_started(os.getpid())}"}
+
+
+def _started(pid: int) -> str:
+    """When process `pid` started, in clock ticks since boot (/proc/<pid>/stat, field 22): fixed for the
+    process's life. psutil's create_time() adds the boot time, read anew at each call, and on these machines
+    it moved between readings: a live owner looked dead, and reap_orphans killed another run's server."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[19]
+    except FileNotFoundError:  # not Linux: the best there is
+        return f"{psutil.Process(pid).create_time():.0f}"
 
 
 def register(what: str, kill: Callable[[], None]) -> int:
@@ -148,6 +158,6 @@ def reap_orphans() -> list[int]:
 def _alive(mark: str) -> bool:
     pid, _, created = mark.partition(":")
     try:
-        return f"{psutil.Process(int(pid)).create_time():.2f}" == created
-    except (psutil.Error, ValueError):
+        return _started(int(pid)) == created
+    except (OSError, psutil.Error, ValueError):
         return False

@@ -25,9 +25,26 @@ from servebench.models.recipes import RECIPES
 from servebench.servers import manifest
 
 PositiveInt = Annotated[int, Field(ge=1)]
-# Every shipped server that builds from PyPI and Debian alone (cpp-crow needs Crow's source: opt in).
+# Every shipped server that runs as a local process (cpp-crow needs Crow's source, tfserving a container: opt
+# in). torchserve needs torch's CPU wheel where the build finds it (pip's find-links, UV_FIND_LINKS).
 NIGHTLY_MODELS = ("lr", "mlp", "gbdt")
-NIGHTLY_FRAMEWORKS = ("fastapi", "fastapi-gunicorn", "flask", "bentoml", "bentoml-batching", "cpp", "ray-serve")
+NIGHTLY_FRAMEWORKS = (
+    "fastapi",
+    "fastapi-gunicorn",
+    "flask",
+    "bentoml",
+    "bentoml-batching",
+    "cpp",
+    "ray-serve",
+    "kserve",
+    "triton",
+    "triton-batching",
+    "mlserver",
+    "mlserver-batching",
+    "litserve",
+    "litserve-batching",
+    "torchserve",
+)
 AUTO_WORKERS = "auto"  # gunicorn's rule of thumb: (2 x cores) + 1
 
 

@@ -7,6 +7,7 @@ Per exported model, a server may also `prepare` it (e.g. import it into its fram
 
 from __future__ import annotations
 
+import configparser
 import fcntl
 import hashlib
 import json
@@ -201,6 +202,24 @@ class _locked:
         self._file.close()
 
 
+PIP_CONFIG_FILES = ("/etc/xdg/pip/pip.conf", "/etc/pip.conf", "~/.pip/pip.conf", "~/.config/pip/pip.conf")
+
+
+def pip_find_links() -> list[str]:
+    """The `find-links` of this machine's own pip configuration (files, then PIP_CONFIG_FILE, then
+    PIP_FIND_LINKS): uv reads no pip configuration, and a machine may keep wheels there that no index has,
+    such as torch's CPU-only build that TorchServe's venv takes. uv's own UV_FIND_LINKS works as well."""
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.read([os.path.expanduser(f) for f in (*PIP_CONFIG_FILES, os.environ.get("PIP_CONFIG_FILE", ""))])
+    links = [
+        link
+        for section in ("global", "install")
+        if parser.has_option(section, "find-links")
+        for link in parser.get(section, "find-links").split()
+    ]
+    return list(dict.fromkeys(links + os.environ.get("PIP_FIND_LINKS", "").split()))
+
+
 def _create(built: BuiltServer) -> None:
     manifest, env_dir = built.manifest, built.env_dir
     started = time.monotonic()
@@ -222,6 +241,7 @@ def _create(built: BuiltServer) -> None:
                 str(manifest.requirements_path),
                 "-c",
                 str(constraints),
+                *[arg for link in pip_find_links() for arg in ("--find-links", link)],
             ],
         )
     else:
