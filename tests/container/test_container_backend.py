@@ -87,6 +87,7 @@ def test_a_server_that_crashes_in_its_container_fails_alone_with_its_log(both_ba
     assert "exited with code 3" in broken.data.tags[TAG_REASON]
 
 
+@pytest.mark.full  # 31 s: moved out of the default tier to keep it under 12 minutes
 def test_a_container_has_its_limits_its_log_and_is_removed(
     engine: Any, tmp_path: Path, no_leftover_containers: None
 ) -> None:

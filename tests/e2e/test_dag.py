@@ -28,8 +28,8 @@ SETTINGS = {
     "fail_on_regression": True,
     "loadgen": "locust",  # one engine, so the rows are known in advance (auto: tests/integration/test_engines.py)
 }
-# The default tier: one real server (fastapi, on ONNX) and the fixtures; the C++ server's run through the CLI is
-# tests/e2e/test_cli.py's, its dense weights are checked in tests/integration.
+# The default tier: one real server (fastapi, on ONNX) and the fixtures; the C++ server's trials run in the --full
+# tier here and in tests/integration/test_engines.py, its dense weights are checked in tests/integration.
 SMALL = {"models": ["lr"], "frameworks": ["fastapi", *FIXTURES], "workers": [1], "experiment": "e2e", **SETTINGS}
 # The exhaustive tier: both models, four real servers, one and two workers (24 trials).
 FULL = {

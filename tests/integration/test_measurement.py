@@ -68,6 +68,7 @@ def test_microsecond_latency_where_locust_rounds_to_whole_ms(start_server, expor
     assert "Percentile" in (tmp_path / "paced-2" / "latency_percentiles.txt").read_text()
 
 
+@pytest.mark.full  # 21 s: moved out of the default tier to keep it under 12 minutes
 def test_open_loop_counts_the_queueing_that_closed_loop_omits(start_server, exports, tmp_path: Path) -> None:
     server = _started(start_server, "stalling")  # 1 ms answers, 300 ms stalls every second
     meta = str(exports["lr"].meta_path)
