@@ -326,16 +326,20 @@ def group_rss_mb(server: ServerHandle) -> float:
 # --- the parts --------------------------------------------------------------------------------------------
 
 
+# Every fuzzing run: EXAMPLES bodies, the same ones each run (derandomized), no example database.
+FUZZED = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example],
+)
+
+
 def fuzzed_bodies(server: Target, limit: int) -> None:
     """Every generated body gets the contract's status; every rejection is a JSON error."""
 
-    @settings(
-        max_examples=EXAMPLES,
-        deadline=None,
-        derandomize=True,
-        database=None,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example],
-    )
+    @FUZZED
     @given(body=bodies, content_type=st.sampled_from(CONTENT_TYPES))
     def probe(body: bytes, content_type: str | None) -> None:
         answer = post(server, body, content_type)
@@ -621,13 +625,7 @@ def test_v2_server_survives_hostile_input(start_server, exports, shipped_server:
     assert addresses and all(map(loopback, addresses)), sorted(map(str, addresses))
     seen: Counter[int] = Counter()
 
-    @settings(
-        max_examples=EXAMPLES,
-        deadline=None,
-        derandomize=True,
-        database=None,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example],
-    )
+    @FUZZED
     @given(body=v2_bodies)
     def probe(body: bytes) -> None:
         answer = post(server, body)
