@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from servebench.measure import loadgen
+from servebench.measure import loadgen, locust_engine
 from servebench.measure.loadgen import LoadgenError
 from servebench.servers.runner.local import free_port
 
@@ -97,7 +97,7 @@ def test_a_load_host_that_never_comes_fails_within_the_wait(
 ) -> None:
     server = _started(start_server, "instant")
     port = free_port()
-    load_worker("load-a", port)
+    came = load_worker("load-a", port)
     began = time.monotonic()
     with pytest.raises(LoadgenError) as failed:
         loadgen.run(
@@ -107,6 +107,11 @@ def test_a_load_host_that_never_comes_fails_within_the_wait(
     print(failed.value)
     assert "load host(s) load-b sent no Locust worker" in str(failed.value)
     assert "connected: load-a" in str(failed.value) and time.monotonic() - began < 20
+    # The master gave up without always telling its worker: the worker leaves it once it has been gone
+    # MASTER_GONE_S (not after Locust's 60 s heartbeat time-out), then ends after its 8 s --idle.
+    gave_up = time.monotonic()
+    came.wait(timeout=locust_engine.MASTER_GONE_S + 8 + 10)
+    print(f"load-a ended {time.monotonic() - gave_up:.1f} s after the master gave up")
 
 
 @pytest.mark.full  # 20 s, out of the default tier to keep it under 12 minutes (it keeps the merge, the host that never comes)

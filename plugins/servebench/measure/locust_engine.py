@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 STOP_SLACK_S = 30.0  # beyond warm-up + ramp-up + duration before the harness gives up on Locust
 DONE_CHECK_S = 5.0  # how often an idle load worker asks whether the run's trials have ended
+MASTER_GONE_S = 3.0  # how long a load worker's master may be unreachable mid-test before the worker leaves it
 
 
 def run(spec: LoadSpec, out_dir: Path, on_started: Callable[[int], None]) -> LoadResult:
@@ -219,17 +220,47 @@ def worker(
         if processes > 1:
             cmd += ["--processes", str(processes)]
         log.info("load worker %s: joining the master at %s", host, master)
-        proc = subprocess.run(cmd, env={**_base_env(), "PYTHONUNBUFFERED": "1"}, check=False)
+        code = _serve_one_test(cmd, address, int(port), host)
         joined += 1
-        if proc.returncode == 0:
+        if code == 0:
             served += 1
-        else:
-            log.warning("load worker %s: Locust exited with code %d", host, proc.returncode)
+        elif code is not None:
+            log.warning("load worker %s: Locust exited with code %d", host, code)
         idle_since = time.monotonic()
         while _reachable(address, int(port)) and time.monotonic() - idle_since < idle_s:
             time.sleep(0.2)  # the test's master is still closing: the next test needs a new one
     log.info("load worker %s: done after %d load test(s)", host, served)
     return served
+
+
+def _serve_one_test(cmd: list[str], address: str, port: int, host: str) -> int | None:
+    """Run Locust's worker until it ends, or until its master has been gone for MASTER_GONE_S: a master that
+    ended without telling its workers (it gave up waiting for another load host, or was killed at a time-out)
+    would otherwise hold this worker for Locust's 60 s heartbeat time-out, and the next test's master with it.
+    Returns Locust's exit code, None where the worker left a gone master."""
+    proc = subprocess.Popen(cmd, env={**_base_env(), "PYTHONUNBUFFERED": "1"}, start_new_session=True)
+    gone_since: float | None = None
+    try:
+        while proc.poll() is None:
+            time.sleep(1.0)
+            if _reachable(address, port):
+                gone_since = None
+            elif gone_since is None:
+                gone_since = time.monotonic()
+            elif time.monotonic() - gone_since > MASTER_GONE_S:
+                log.warning(
+                    "load worker %s: the master at %s:%d went away without a word; leaving it", host, address, port
+                )
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=10)
+                return None
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # its --processes children too, whatever ended the wait
+        proc.wait()
+    return proc.returncode
 
 
 def _reachable(address: str, port: int) -> bool:
