@@ -23,6 +23,7 @@ from servebench.servers.runner.local import free_port
 from .test_measurement import _started
 
 BIN = Path(sys.executable).parent
+IDLE_S = 3  # each test runs one load test: its workers may leave 3 s after its master
 
 
 @pytest.fixture
@@ -40,7 +41,7 @@ def load_worker(tmp_path: Path) -> Iterator[Callable[[str, int], subprocess.Pope
             "--name",
             name,
             "--idle",
-            "8",
+            str(IDLE_S),
             "--wait",
             "30",
         ]
@@ -51,7 +52,7 @@ def load_worker(tmp_path: Path) -> Iterator[Callable[[str, int], subprocess.Pope
     yield start
     for proc in started:
         try:
-            proc.wait(timeout=30)  # a worker ends by itself once no master has been there for --idle seconds (8 s)
+            proc.wait(timeout=30)  # a worker ends by itself once no master has been there for --idle seconds
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
@@ -108,9 +109,9 @@ def test_a_load_host_that_never_comes_fails_within_the_wait(
     assert "load host(s) load-b sent no Locust worker" in str(failed.value)
     assert "connected: load-a" in str(failed.value) and time.monotonic() - began < 20
     # The master gave up without always telling its worker: the worker leaves it once it has been gone
-    # MASTER_GONE_S (not after Locust's 60 s heartbeat time-out), then ends after its 8 s --idle.
+    # MASTER_GONE_S (not after Locust's 60 s heartbeat time-out), then ends after its --idle.
     gave_up = time.monotonic()
-    came.wait(timeout=locust_engine.MASTER_GONE_S + 8 + 10)
+    came.wait(timeout=locust_engine.MASTER_GONE_S + IDLE_S + 10)
     print(f"load-a ended {time.monotonic() - gave_up:.1f} s after the master gave up")
 
 

@@ -23,6 +23,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import psutil
 from hdrh.histogram import HdrHistogram
 
 from servebench.base import teardown
@@ -237,8 +238,9 @@ def _serve_one_test(cmd: list[str], address: str, port: int, host: str) -> int |
     """Run Locust's worker until it ends, or until its master has been gone for MASTER_GONE_S: a master that
     ended without telling its workers (it gave up waiting for another load host, or was killed at a time-out)
     would otherwise hold this worker for Locust's 60 s heartbeat time-out, and the next test's master with it.
-    Returns Locust's exit code, None where the worker left a gone master."""
-    proc = subprocess.Popen(cmd, env={**_base_env(), "PYTHONUNBUFFERED": "1"}, start_new_session=True)
+    Locust stays in this process's group, so a load host that kills `servebench load-worker`'s group kills it
+    too. Returns Locust's exit code, None where the worker left a gone master."""
+    proc = subprocess.Popen(cmd, env={**_base_env(), "PYTHONUNBUFFERED": "1"})
     gone_since: float | None = None
     try:
         while proc.poll() is None:
@@ -251,16 +253,26 @@ def _serve_one_test(cmd: list[str], address: str, port: int, host: str) -> int |
                 log.warning(
                     "load worker %s: the master at %s:%d went away without a word; leaving it", host, address, port
                 )
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGTERM)
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    proc.wait(timeout=10)
                 return None
+        return proc.returncode
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)  # its --processes children too, whatever ended the wait
-        proc.wait()
-    return proc.returncode
+        _end_tree(proc)
+
+
+def _end_tree(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM a Locust worker and its --processes children, SIGKILL what is left after 10 s."""
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(psutil.NoSuchProcess):
+        tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+        for member in tree:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                member.terminate()
+        _, alive = psutil.wait_procs(tree, timeout=10)
+        for member in alive:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                member.kill()
+    proc.wait()
 
 
 def _reachable(address: str, port: int) -> bool:
