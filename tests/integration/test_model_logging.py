@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
+from servebench.models.schema import Schema
 from servebench.results.spool import Benchmark
 from servebench.results.tracker import Tracker
 
@@ -17,10 +18,12 @@ from servebench.results.tracker import Tracker
 def test_both_models_log_once_and_load_back(exports, tmp_path: Path) -> None:
     tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
     parent = tracker.open_parent(Benchmark("first", "models", "first", {}, {}, {}, tracker.uri))
-    tracker.log_models(parent, [exports["lr"], exports["mlp"]])
+    ours = {name: exports[name] for name in ("lr", "mlp")}  # the session's exports may hold others by now
+    tracker.log_models(parent, list(ours.values()))
     tags = MlflowClient(tracker.uri).get_run(parent).data.tags
-    for name, export in exports.items():
-        inputs = np.asarray(export.meta["samples"]["inputs"])
+    for name, export in ours.items():
+        # the rows as the reference saw them (float32 columns, the wire's precision)
+        inputs = Schema.from_dict(export.meta["inputs"]).frame(export.meta["samples"]["inputs"])
         sk_model = mlflow.sklearn.load_model(tags[f"model.{name}.sklearn_uri"])
         np.testing.assert_allclose(sk_model.predict_proba(inputs), export.meta["samples"]["probabilities"])
         onnx_model = mlflow.pyfunc.load_model(tags[f"model.{name}.onnx_uri"])
@@ -37,8 +40,8 @@ def test_both_models_log_once_and_load_back(exports, tmp_path: Path) -> None:
         np.testing.assert_allclose(loaded.predict_proba(inputs), export.meta["samples"]["probabilities"])
     # a second benchmark serving the same exports links to the models instead of copying them again
     second = tracker.open_parent(Benchmark("second", "models", "second", {}, {}, {}, tracker.uri))
-    tracker.log_models(second, list(exports.values()))
+    tracker.log_models(second, list(ours.values()))
     again = MlflowClient(tracker.uri).get_run(second).data.tags
-    assert all(again[f"model.{n}.sklearn_uri"] == tags[f"model.{n}.sklearn_uri"] for n in exports)
-    assert all(again[f"model.{n}.version"] == tags[f"model.{n}.version"] for n in exports)  # one version per export
+    assert all(again[f"model.{n}.sklearn_uri"] == tags[f"model.{n}.sklearn_uri"] for n in ours)
+    assert all(again[f"model.{n}.version"] == tags[f"model.{n}.version"] for n in ours)  # one version per export
     assert [str(v.version) for v in MlflowClient(tracker.uri).search_model_versions("name = 'servebench-lr'")] == ["1"]

@@ -169,3 +169,24 @@ def test_a_malformed_tracking_uri_fails_the_upload_not_the_run(tmp_path: Path) -
     uploaded = pipeline.upload(bench, typo, retries=0)
     assert uploaded.parent_id is None and "unsupported URI 'htp://mlflow.example:5000'" in str(uploaded.error)
     assert [p.parent.name for p in bench.pending()] == ["lr-fastapi-w1-u10"]  # kept for `servebench sync`
+
+
+def test_models_log_whatever_experiment_the_calling_process_chose(
+    tracker: Tracker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A training script or notebook in the same process may have called `mlflow.set_experiment`: the run that
+    the model loggers need (`Tracker._resumed`, used by `log_models`; the full tier logs real models through it)
+    is still the benchmark's parent, and the caller's choice is left as it was."""
+    import mlflow
+    from mlflow.tracking import fluent
+
+    monkeypatch.setattr(fluent, "_active_experiment_id", fluent._active_experiment_id)  # restored after the test
+    theirs = mlflow.create_experiment("their-training")
+    mlflow.set_experiment(experiment_id=theirs)
+    parent = tracker.open_parent(bench("b-models"))
+    with tracker._resumed(parent):
+        assert mlflow.active_run().info.run_id == parent
+        mlflow.set_tag("logged", "here")
+    assert MlflowClient(tracker.uri).get_run(parent).data.tags["logged"] == "here"
+    with mlflow.start_run() as run:  # their next run goes where they said
+        assert run.info.experiment_id == theirs

@@ -7,10 +7,12 @@ uploads: a parent run is found again by its benchmark id, a trial's upload by it
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -152,6 +154,21 @@ class Tracker:
                 self._client.set_tag(run_id, f"model.{export.name}.{what}", value)
             self._client.set_tag(run_id, f"model.{export.name}.key", export.key)  # last: the others are in
 
+    @contextlib.contextmanager
+    def _resumed(self, run_id: str) -> Iterator[None]:
+        """`run_id` as MLflow's active run, for its model loggers, whatever experiment the calling process chose:
+        `start_run(run_id=...)` refuses a run outside the experiment of an earlier `mlflow.set_experiment` (a
+        training script or a notebook in the same process). Their choice is put back afterwards."""
+        from mlflow.tracking import fluent
+
+        chosen = getattr(fluent, "_active_experiment_id", None)
+        fluent._active_experiment_id = None
+        try:
+            with self._mlflow.start_run(run_id=run_id):
+                yield
+        finally:
+            fluent._active_experiment_id = chosen
+
     def _log_model(self, run_id: str, export: ExportedModel) -> dict[str, str]:
         import joblib
         import numpy as np
@@ -165,7 +182,7 @@ class Tracker:
         model = joblib.load(export.path("joblib"))
         # skops, not pickle; the types it does not know are those of the model we just trained.
         trusted = skops_io.get_untrusted_types(data=skops_io.dumps(model))
-        with self._mlflow.start_run(run_id=run_id):
+        with self._resumed(run_id):
             info = self._mlflow.sklearn.log_model(
                 model,
                 name=f"{export.name}-sklearn",
