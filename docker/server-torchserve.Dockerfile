@@ -2,7 +2,8 @@
 # JRE) and the CPU-only torch that TorchServe's workers import. Build stage: the venv, then `prepare` writes
 # the .mar (servers/torchserve/archive.py). Runtime stage: the venv, the server's code and the model store,
 # as a non-root user that owns only the run folder where the JVM keeps its sockets and temp files.
-# Context: see docker/README.md. Not yet built by an engine here (none on the machines it was written on).
+# Context: see docker/README.md. Not yet built by an engine: the machines it was written on have Podman but no
+# index of torch's CPU wheels (only a find-links folder, which a build stage cannot reach).
 ARG PYTHON_IMAGE=python:3.11-slim
 
 FROM ${PYTHON_IMAGE} AS build

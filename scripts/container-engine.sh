@@ -66,9 +66,13 @@ base_images() {
     tar -C "$rootfs" -c . | podman import -q - "$DEBIAN_IMAGE" >/dev/null
     rm -rf "$rootfs"
   fi
-  if ! podman image exists "$PYTHON_IMAGE"; then
+  # Rebuilt when its Dockerfile changed (the label holds the Dockerfile's hash).
+  local recipe have
+  recipe="$(sha256sum "$ROOT/docker/python-base.Dockerfile" | cut -c1-12)"
+  have="$(podman image inspect --format '{{ index .Labels "servebench.recipe" }}' "$PYTHON_IMAGE" 2>/dev/null || true)"
+  if [[ "$have" != "$recipe" ]]; then
     log "building $PYTHON_IMAGE (Debian's Python 3.11, standing in for python:3.11-slim)"
-    podman build -q --build-arg "BASE_IMAGE=$DEBIAN_IMAGE" -t "$PYTHON_IMAGE" \
+    podman build -q --build-arg "BASE_IMAGE=$DEBIAN_IMAGE" --label "servebench.recipe=$recipe" -t "$PYTHON_IMAGE" \
       -f "$ROOT/docker/python-base.Dockerfile" "$ROOT/docker" >/dev/null
   fi
 }
