@@ -63,6 +63,13 @@ def test_imports_only_point_down_the_stages() -> None:
     assert wrong == [], "imports against the stages (see each sub-package's __init__):\n" + "\n".join(wrong)
 
 
+# A library's private part, where it has no public way to do what servebench must; each with why.
+LIBRARY_PRIVATES = {
+    # resuming the parent run in spite of the caller's `mlflow.set_experiment` (Tracker._resumed; unit-tested)
+    ("results/tracker.py", "_active_experiment_id"),
+}
+
+
 def test_no_module_reaches_into_another_ones_private_parts() -> None:
     """`x._name` only on self or cls: another object's private attribute (a tracker's MLflow client, a runner's
     process) is reached through its public methods."""
@@ -74,6 +81,7 @@ def test_no_module_reaches_into_another_ones_private_parts() -> None:
                 and node.attr.startswith("_")
                 and not node.attr.startswith("__")
                 and not (isinstance(node.value, ast.Name) and node.value.id in {"self", "cls"})
+                and (str(path), node.attr) not in LIBRARY_PRIVATES
             ):
                 wrong.append(f"{path}:{node.lineno}: .{node.attr}")
     assert wrong == []
