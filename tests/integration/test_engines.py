@@ -7,6 +7,7 @@ from __future__ import annotations
 import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -106,8 +107,12 @@ def test_a_trial_next_to_a_cpu_burning_neighbour_is_flagged_contended(
 
 
 def test_a_trial_waits_for_a_busy_machine_to_quiet_down_bounded() -> None:
-    from servebench.measure.sampler import wait_for_quiet
+    from servebench.measure.sampler import QUIET_BELOW_PERCENT, MachineProbe, wait_for_quiet
 
+    probe = MachineProbe()
+    time.sleep(1.0)
+    if (before := probe.read().cpu_percent) >= QUIET_BELOW_PERCENT:  # a CI run saw a core busy for 30 s here
+        pytest.skip(f"the machine was busy before the test ({before:.0f}% of a core): the wait cannot be judged")
     neighbour = subprocess.Popen(
         [sys.executable, "-c", "import time\nend = time.time() + 2.5\nwhile time.time() < end: pass"]
     )
