@@ -243,8 +243,9 @@ def _serve_one_test(cmd: list[str], address: str, port: int, host: str) -> int |
     proc = subprocess.Popen(cmd, env={**_base_env(), "PYTHONUNBUFFERED": "1"})
     gone_since: float | None = None
     try:
-        while proc.poll() is None:
-            time.sleep(1.0)
+        while True:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                return proc.wait(timeout=1.0)  # at once when Locust ends
             if _reachable(address, port):
                 gone_since = None
             elif gone_since is None:
@@ -254,7 +255,6 @@ def _serve_one_test(cmd: list[str], address: str, port: int, host: str) -> int |
                     "load worker %s: the master at %s:%d went away without a word; leaving it", host, address, port
                 )
                 return None
-        return proc.returncode
     finally:
         _end_tree(proc)
 
@@ -264,7 +264,8 @@ def _end_tree(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is not None:
         return
     with contextlib.suppress(psutil.NoSuchProcess):
-        tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+        root = psutil.Process(proc.pid)
+        tree = [root, *root.children(recursive=True)]
         for member in tree:
             with contextlib.suppress(psutil.NoSuchProcess):
                 member.terminate()
